@@ -1,0 +1,142 @@
+"""Parameters and the one base class every layer and model shares.
+
+A ``Parameter`` holds ``data`` (the array the forward pass reads) and ``grad`` (where backward passes add their
+gradient with ``+=``, so a weight used twice, like tied embeddings, just sums both uses).
+
+A ``Module`` finds its parameters and sub-modules by looking at its attributes (and lists of modules), so a
+layer only has to assign them: ``self.w = Parameter(...)``, ``self.blocks = [Block(...), ...]``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from .. import backend
+
+
+class Parameter:
+    """A trainable array and its gradient, on the active backend.
+
+    data: any shape, float; grad: same shape and dtype, zero until a backward pass adds into it.
+    ``no_decay`` marks parameters (biases, norm weights, by default anything 1-D) that AdamW's
+    parameter groups keep out of weight decay.
+    """
+
+    __slots__ = ("data", "grad", "no_decay")
+
+    def __init__(self, data, no_decay: bool | None = None):
+        self.data = data
+        self.grad = backend.xp().zeros_like(data)
+        self.no_decay = data.ndim < 2 if no_decay is None else no_decay
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    def zero_grad(self) -> None:
+        self.grad[...] = 0
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class: parameter discovery, gradients zeroing, state dicts, train/eval mode."""
+
+    training: bool = True
+
+    # -- discovery ------------------------------------------------------------------------------------------
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Yield (dotted name, Parameter) for every parameter, each object once (tied weights appear once,
+        under the name where they were first found)."""
+        seen: set[int] = set()
+        for name, p in self._walk(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _walk(self, prefix: str):
+        for attr, value in vars(self).items():
+            full = f"{prefix}{attr}"
+            if isinstance(value, Parameter):
+                yield full, value
+            elif isinstance(value, Module):
+                yield from value._walk(full + ".")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield from item._walk(f"{full}.{i}.")
+                    elif isinstance(item, Parameter):
+                        yield f"{full}.{i}", item
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self) -> Iterator["Module"]:
+        yield self
+        for value in vars(self).values():
+            if isinstance(value, Module):
+                yield from value.modules()
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    if isinstance(item, Module):
+                        yield from item.modules()
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    # -- gradients and modes --------------------------------------------------------------------------------
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    def train(self, mode: bool = True) -> "Module":
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """{name: NumPy array on the host} for every parameter (a copy: safe to save or modify)."""
+        return {name: backend.to_numpy(p.data).copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays into the parameters, checking names, shapes and dtypes; say everything that does not fit."""
+        own = dict(self.named_parameters())
+        problems = []
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if strict and missing:
+            problems.append(f"missing: {', '.join(missing)}")
+        if strict and unexpected:
+            problems.append(f"unexpected: {', '.join(unexpected)}")
+        for name in sorted(set(own) & set(state)):
+            p, value = own[name], state[name]
+            if tuple(value.shape) != tuple(p.data.shape):
+                problems.append(f"{name}: shape {tuple(value.shape)} in the state, {tuple(p.data.shape)} in the model")
+            elif np.dtype(value.dtype) != p.data.dtype:
+                problems.append(f"{name}: dtype {value.dtype} in the state, {p.data.dtype} in the model")
+        if problems:
+            raise ValueError("load_state_dict: the state does not fit the model; " + "; ".join(problems))
+        for name in sorted(set(own) & set(state)):
+            own[name].data[...] = backend.asarray(state[name], dtype=own[name].data.dtype)
+
+    def astype(self, dtype) -> "Module":
+        """Convert every parameter (and its gradient) to ``dtype`` in place; returns self."""
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = p.grad.astype(dtype)
+        return self
