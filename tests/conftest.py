@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, settings
 
 from npformer import backend
 
-_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# function_scoped_fixture: xp_backend only selects the backend, which is the same for every drawn example
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                    HealthCheck.function_scoped_fixture])
 settings.register_profile("ci", max_examples=12, derandomize=True, print_blob=True, **_common)
 settings.register_profile("dev", max_examples=60, print_blob=True, **_common)
 settings.register_profile("intense", max_examples=500, print_blob=True, **_common)

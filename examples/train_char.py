@@ -1,0 +1,107 @@
+"""Train a character-level GPT, then print samples from it.
+
+With no arguments it trains a small model for a few minutes on 2 CPU cores on Python source text taken from this
+interpreter's own standard library (nothing to download). Examples:
+
+    python examples/train_char.py                                  # the default run
+    python examples/train_char.py --data ../shared/data/tinyshakespeare.txt --max-iters 2000
+    python examples/train_char.py --resume                         # continue from out/train_char/ckpt.npz
+    python examples/train_char.py --preset llama-style --n-layer 2 --max-iters 200
+    python examples/train_char.py --backend cupy                   # on a GPU (pip install 'npformer[cuda12]')
+
+Every GPTConfig and TrainConfig field is a flag: see --help. The checkpoint (config, tokenizer, parameters,
+optimizer state) lands in --out-dir; examples/sample.py writes more text from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout as-is
+
+import npformer  # noqa: E402
+from npformer.cli import add_dataclass_args, dataclass_from_args  # noqa: E402
+from npformer.corpora import stdlib_corpus  # noqa: E402
+from npformer.data import CharTokenizer, train_val_split  # noqa: E402
+from npformer.generate import generate  # noqa: E402
+from npformer.models import GPT, GPTConfig  # noqa: E402
+from npformer.trainer import Trainer, TrainConfig, TrainingDiverged  # noqa: E402
+
+# The baby GPT of nanoGPT's README (CPU overrides), trained a little shorter by default.
+MODEL_DEFAULTS = dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=True)
+TRAIN_DEFAULTS = dict(max_iters=1500, batch_size=12, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
+                      eval_interval=250, eval_iters=20, log_interval=50, out_dir="out/train_char")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="a UTF-8 text file to train on (default: Python standard-library source)")
+    p.add_argument("--preset", choices=["gpt2-style", "llama-style"], default="gpt2-style",
+                   help="model family; explicit model flags override it")
+    p.add_argument("--backend", choices=["numpy", "cupy"], default=os.environ.get("NPFORMER_BACKEND", "numpy"))
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")
+    p.add_argument("--samples", type=int, default=2, help="samples to print at the end")
+    p.add_argument("--sample-tokens", type=int, default=300, help="characters per sample")
+    p.add_argument("--prompt", default="\n", help="text the samples start from")
+    # model flags left unset (None) keep the preset's choice
+    model_defaults = {**{name: None for name in GPTConfig.__dataclass_fields__}, **MODEL_DEFAULTS}
+    add_dataclass_args(p, GPTConfig, model_defaults, skip=("vocab_size", "seed"), title="model (GPTConfig)")
+    add_dataclass_args(p, TrainConfig, TRAIN_DEFAULTS, title="training (TrainConfig)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    npformer.set_backend(args.backend)
+
+    if args.data:
+        with open(args.data, encoding="utf-8") as f:
+            text = f.read()
+        source = args.data
+    else:
+        text = stdlib_corpus()
+        source = "Python standard-library source"
+    tokenizer = CharTokenizer.from_text(text)
+    ids = tokenizer.encode(text)
+    train_ids, val_ids = train_val_split(ids, val_fraction=0.1)
+    print(f"data: {source}: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
+          f"{len(train_ids):,} train / {len(val_ids):,} validation tokens")
+
+    overrides = {k: v for k, v in vars(args).items() if k in GPTConfig.__dataclass_fields__ and v is not None}
+    model_config = GPTConfig.preset(args.preset, **overrides, vocab_size=tokenizer.vocab_size, seed=args.seed)
+    model = GPT(model_config)
+    train_config = dataclass_from_args(TrainConfig, args)
+    print(f"model: {model.num_parameters():,} parameters, {model_config.n_layer} layers, {model_config.n_head} "
+          f"heads, width {model_config.n_embd}, context {model_config.block_size}, backend {args.backend}")
+
+    trainer = Trainer(model, train_config, train_ids, val_ids, meta={"tokenizer": tokenizer.to_dict()})
+    if args.resume:
+        trainer.resume()
+        print(f"resumed from {trainer._path(Trainer.CHECKPOINT)} at step {trainer.step}")
+    start = time.perf_counter()
+    try:
+        trainer.run()
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"trained to step {trainer.step} in {time.perf_counter() - start:.1f} s; "
+          f"final validation loss {trainer.final_val_loss:.4f}")
+    if train_config.out_dir:
+        print(f"checkpoint: {os.path.join(train_config.out_dir, Trainer.CHECKPOINT)}")
+
+    model.eval()
+    prompt = tokenizer.encode(args.prompt)
+    for i in range(args.samples):
+        out = generate(model, prompt, max_new_tokens=args.sample_tokens, temperature=0.8, top_k=40, seed=i)
+        print(f"---- sample {i + 1} ----")
+        print(tokenizer.decode(out[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""GPTConfig: every choice of a decoder-only Transformer, validated, with named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+FFN_KINDS = ("relu", "gelu", "swiglu")
+NORMS = ("layernorm", "rmsnorm")
+PLACEMENTS = ("pre", "post")
+POSITIONS = ("learned", "sinusoidal", "rope")
+ATTENTION_IMPLS = ("plain", "flash")
+
+
+@dataclass
+class GPTConfig:
+    """A decoder-only language model's shape and options.
+
+    vocab_size V, block_size (context length) T_max, n_layer L, n_head H, n_kv_head Hkv (None: = H; fewer for
+    grouped-query, 1 for multi-query attention), n_embd C, ffn_hidden F (None: 4 C).
+    """
+
+    vocab_size: int = 65
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int | None = None
+    n_embd: int = 128
+    ffn_hidden: int | None = None
+    ffn_kind: str = "gelu"
+    norm: str = "layernorm"
+    norm_placement: str = "pre"
+    positions: str = "learned"
+    rope_base: float = 10000.0
+    bias: bool = True
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    attn_impl: str = "plain"
+    recompute: bool = False  # recompute each block's forward during backward, keeping only its input
+    loss_chunk: int = 0  # > 0: fused LM head + cross-entropy over chunks of this many tokens (never all logits)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # free-form notes saved with the checkpoint
+
+    def __post_init__(self):
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if self.ffn_hidden is None:
+            self.ffn_hidden = 4 * self.n_embd
+        self.validate()
+
+    def validate(self) -> None:
+        problems = []
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        if not problems:
+            if self.n_embd % self.n_head:
+                problems.append(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+            if self.n_head % self.n_kv_head:
+                problems.append(f"n_kv_head={self.n_kv_head} does not divide n_head={self.n_head}")
+            if self.positions == "rope" and (self.n_embd // self.n_head) % 2:
+                problems.append(f"RoPE needs an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
+        for name, allowed in (("ffn_kind", FFN_KINDS), ("norm", NORMS), ("norm_placement", PLACEMENTS),
+                              ("positions", POSITIONS), ("attn_impl", ATTENTION_IMPLS)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.loss_chunk, int) or self.loss_chunk < 0:
+            problems.append(f"loss_chunk must be a non-negative integer, got {self.loss_chunk!r}")
+        if problems:
+            raise ValueError("GPTConfig: " + "; ".join(problems))
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"GPTConfig: unknown keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "GPTConfig":
+        """"gpt2-style": pre-LN, LayerNorm, GELU, learned positions, biases, tied embeddings.
+        "llama-style": pre-RMSNorm, SwiGLU, RoPE, grouped-query attention (Hkv = H/2 where possible), no biases,
+        untied embeddings."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid presets are {sorted(PRESETS)}")
+        values = dict(PRESETS[name])
+        values.update(overrides)
+        if name == "llama-style" and "n_kv_head" not in overrides:
+            n_head = values.get("n_head", cls.n_head)
+            values["n_kv_head"] = n_head // 2 if n_head % 2 == 0 else n_head
+        return cls(**values)
+
+
+PRESETS = {
+    "gpt2-style": dict(ffn_kind="gelu", norm="layernorm", norm_placement="pre", positions="learned", bias=True,
+                       tie_embeddings=True),
+    "llama-style": dict(ffn_kind="swiglu", norm="rmsnorm", norm_placement="pre", positions="rope", bias=False,
+                        tie_embeddings=False),
+}

@@ -1,0 +1,146 @@
+"""GPT: a decoder-only language model built from npformer's layers, with its backward written out.
+
+Shapes: idx (B, T) integer token ids, T <= block_size; logits (B, T, V); C = n_embd.
+
+forward:   x = wte[idx] (+ wpe[pos] | + sinusoid[pos]);  x = drop(x);  x = block_l(x) for l = 1..L;
+           x = norm_f(x) (pre-LN only);  logits = x @ W_head   (W_head = wte^T when tied)
+loss:      mean cross-entropy of logits[:, t] against targets[:, t] (the next tokens)
+backward:  the same list, read from the bottom up.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from .. import functional as F
+from ..nn import Dropout, Embedding, Module, Parameter, TransformerBlock, make_norm
+from ..nn import init as nn_init
+from .config import GPTConfig
+
+
+class GPT(Module):
+    def __init__(self, config: GPTConfig):
+        config.validate()
+        self.config = config
+        cfg = config
+        rng = nn_init.as_rng(cfg.seed)
+        C = cfg.n_embd
+        self.wte = Embedding(cfg.vocab_size, C, rng=rng)
+        self.wpe = Embedding(cfg.block_size, C, rng=rng) if cfg.positions == "learned" else None
+        self.drop = Dropout(cfg.dropout, seed=cfg.seed * 7919 + 1)
+        proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)  # GPT-2: residual projections scaled by 1/sqrt(2 L)
+        self.blocks = [
+            TransformerBlock(C, cfg.n_head, cfg.n_kv_head, ffn_hidden=cfg.ffn_hidden, ffn_kind=cfg.ffn_kind,
+                             norm=cfg.norm, placement=cfg.norm_placement, bias=cfg.bias, dropout=cfg.dropout,
+                             causal=True, rope=cfg.positions == "rope", rope_base=cfg.rope_base,
+                             proj_std=proj_std, attn_impl=cfg.attn_impl, rng=rng, seed=cfg.seed * 7919 + 10 + i)
+            for i in range(cfg.n_layer)
+        ]
+        # post-LN blocks end in a norm already; pre-LN stacks need one before the head
+        self.norm_f = make_norm(cfg.norm, C, bias=cfg.bias) if cfg.norm_placement == "pre" else None
+        self.lm_head = None if cfg.tie_embeddings else Parameter(nn_init.normal(rng, (C, cfg.vocab_size)))
+        self._sinusoid = None
+        self._state = None
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def head_weight(self):
+        """The output projection as (C, V): wte's transpose when tied (a view, no copy)."""
+        return self.wte.weight.data.T if self.lm_head is None else self.lm_head.data
+
+    def _check_idx(self, idx, pos_offset: int):
+        if getattr(idx, "ndim", None) != 2:
+            raise ValueError(f"GPT: idx must be a (B, T) integer array, got shape {getattr(idx, 'shape', None)}")
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"GPT: idx must hold integer token ids, got dtype {idx.dtype}")
+        T = idx.shape[1]
+        if self.config.positions == "learned" and pos_offset + T > self.config.block_size:
+            raise ValueError(f"GPT: positions up to {pos_offset + T} exceed the context length block_size="
+                             f"{self.config.block_size} of learned position embeddings")
+
+    def _positions(self, T: int, pos_offset: int):
+        return backend.array_module(self.wte.weight.data).arange(pos_offset, pos_offset + T, dtype="int64")
+
+    def _sinusoid_rows(self, positions):
+        """Rows of the sinusoidal table for these positions (the table grows on demand, it has no parameters)."""
+        needed = int(positions[-1]) + 1
+        if self._sinusoid is None or self._sinusoid.shape[0] < needed:
+            size = max(needed, self.config.block_size)
+            self._sinusoid = F.sinusoidal_positions(size, self.config.n_embd, dtype=self.wte.weight.data.dtype)
+        return self._sinusoid[positions]
+
+    # -- forward -----------------------------------------------------------------------------------------------
+    def hidden_states(self, idx, pos_offset: int = 0, kv_caches=None):
+        """idx (B, T) -> final hidden states (B, T, C), before the LM head. Caches what backward needs."""
+        self._check_idx(idx, pos_offset)
+        T = idx.shape[1]
+        positions = self._positions(T, pos_offset)
+        x = self.wte.forward(idx)
+        if self.wpe is not None:
+            x = x + self.wpe.forward(positions)
+        elif self.config.positions == "sinusoidal":
+            x = x + self._sinusoid_rows(positions)
+        x = self.drop.forward(x)
+        rope_positions = positions if self.config.positions == "rope" else None
+        for i, block in enumerate(self.blocks):
+            x = block.forward(x, positions=rope_positions, kv_cache=None if kv_caches is None else kv_caches[i])
+        if self.norm_f is not None:
+            x = self.norm_f.forward(x)
+        return x
+
+    def forward(self, idx, pos_offset: int = 0, kv_caches=None):
+        """idx: (B, T) -> logits (B, T, V).
+
+        pos_offset / kv_caches: for decoding with a key/value cache (one cache per block); see npformer.generate.
+        """
+        x = self.hidden_states(idx, pos_offset, kv_caches)
+        logits, self._head_cache = F.linear_forward(x, self.head_weight())
+        return logits
+
+    def loss(self, idx, targets, ignore_index: int = -100):
+        """Causal LM loss: mean cross-entropy of the logits at each position against ``targets`` (B, T), the
+        next token at each position (ignore_index excluded). Returns a 0-d array; call ``backward()`` next."""
+        if getattr(targets, "shape", None) != idx.shape:
+            raise ValueError(f"GPT: targets shape {getattr(targets, 'shape', None)} != idx shape {idx.shape}")
+        if self.config.loss_chunk > 0:
+            x = self.hidden_states(idx)
+            loss, cache = F.lm_head_cross_entropy_forward(x, self.head_weight(), targets,
+                                                          ignore_index=ignore_index, chunk=self.config.loss_chunk)
+            self._state = ("fused", cache)
+            return loss
+        logits = self.forward(idx)
+        loss, cache = F.cross_entropy_forward(logits, targets, ignore_index=ignore_index)
+        self._state = ("plain", cache)
+        return loss
+
+    # -- backward ----------------------------------------------------------------------------------------------
+    def backward(self, dloss: float = 1.0) -> None:
+        """Fill every parameter's .grad (adding to what is there) with d(dloss * loss)/d(param).
+
+        The forward of ``hidden_states`` + ``loss``, upside down."""
+        if self._state is None:
+            raise RuntimeError("GPT.backward: call loss(idx, targets) first")
+        kind, cache = self._state
+        self._state = None
+        # loss = CE(x @ W_head, targets)
+        if kind == "fused":
+            dx, dw_head = F.lm_head_cross_entropy_backward(dloss, cache)
+        else:
+            dlogits = F.cross_entropy_backward(dloss, cache)
+            dx, dw_head, _ = F.linear_backward(dlogits, self._head_cache)
+            self._head_cache = None
+        if self.lm_head is None:
+            self.wte.weight.grad += dw_head.T  # tied: the head's gradient lands on the embedding table too
+        else:
+            self.lm_head.grad += dw_head
+        # x = norm_f(x)
+        if self.norm_f is not None:
+            dx = self.norm_f.backward(dx)
+        # x = block_l(x), l = L..1
+        for block in reversed(self.blocks):
+            dx = block.backward(dx)
+        # x = drop(wte[idx] + wpe[pos])
+        dx = self.drop.backward(dx)
+        if self.wpe is not None:
+            self.wpe.backward(dx.sum(axis=0))  # one position row serves every sequence in the batch
+        self.wte.backward(dx)

@@ -1,0 +1,90 @@
+"""The Transformer block: attention, optional cross-attention, feed-forward, each on a residual branch.
+
+pre-LN  (GPT-2, Llama):           x = x + attn(norm1(x));  [x = x + cross(norm_c(x), ctx)];  x = x + ffn(norm2(x))
+post-LN (the original Transformer): x = norm1(x + attn(x)); [x = norm_c(x + cross(x, ctx))]; x = norm2(x + ffn(x))
+
+Dropout (when p > 0 and training) sits on each branch's output, before the residual sum.
+x: (B, T, C) -> (B, T, C); context: (B, S, C) for a block with cross-attention.
+"""
+
+from __future__ import annotations
+
+from .attention import MultiHeadAttention
+from .dropout import Dropout
+from .feedforward import FeedForward
+from .module import Module
+from .norms import make_norm
+
+PLACEMENTS = ("pre", "post")
+
+
+class TransformerBlock(Module):
+    def __init__(self, dim: int, n_head: int, n_kv_head: int | None = None, ffn_hidden: int | None = None,
+                 ffn_kind: str = "gelu", norm: str = "layernorm", placement: str = "pre", bias: bool = True,
+                 dropout: float = 0.0, causal: bool = False, rope: bool = False, rope_base: float = 10000.0,
+                 cross_attention: bool = False, proj_std: float = 0.02, attn_impl: str = "plain", rng=None,
+                 seed: int = 0):
+        if placement not in PLACEMENTS:
+            raise ValueError(f"block: norm placement must be one of {PLACEMENTS}, got {placement!r}")
+        self.placement, self.causal, self.has_cross = placement, causal, cross_attention
+        self.norm1 = make_norm(norm, dim, bias=bias)
+        self.attn = MultiHeadAttention(dim, n_head, n_kv_head, bias=bias, rope=rope, rope_base=rope_base,
+                                       proj_std=proj_std, rng=rng, impl=attn_impl)
+        self.drop1 = Dropout(dropout, seed=seed * 3 + 1)
+        if cross_attention:
+            self.norm_c = make_norm(norm, dim, bias=bias)
+            self.cross = MultiHeadAttention(dim, n_head, n_kv_head, bias=bias, cross=True, proj_std=proj_std,
+                                            rng=rng, impl=attn_impl)
+            self.drop_c = Dropout(dropout, seed=seed * 3 + 2)
+        self.norm2 = make_norm(norm, dim, bias=bias)
+        self.ffn = FeedForward(dim, ffn_hidden or 4 * dim, kind=ffn_kind, bias=bias, proj_std=proj_std, rng=rng)
+        self.drop2 = Dropout(dropout, seed=seed * 3 + 3)
+
+    def forward(self, x, mask=None, positions=None, context=None, context_mask=None, kv_cache=None,
+                context_kv=None):
+        """x: (B, T, C) -> (B, T, C). mask: self-attention mask (the block adds causality itself when causal);
+        context / context_mask / context_kv: cross-attention's input, its key mask, or its precomputed keys."""
+        def self_attn(h):
+            return self.attn.forward(h, mask=mask, causal=self.causal, positions=positions, kv_cache=kv_cache)
+
+        def cross_attn(h):
+            return self.cross.forward(h, context=context, mask=context_mask, context_kv=context_kv)
+
+        if self.placement == "pre":
+            x = x + self.drop1.forward(self_attn(self.norm1.forward(x)))
+            if self.has_cross:
+                x = x + self.drop_c.forward(cross_attn(self.norm_c.forward(x)))
+            return x + self.drop2.forward(self.ffn.forward(self.norm2.forward(x)))
+        x = self.norm1.forward(x + self.drop1.forward(self_attn(x)))
+        if self.has_cross:
+            x = self.norm_c.forward(x + self.drop_c.forward(cross_attn(x)))
+        return self.norm2.forward(x + self.drop2.forward(self.ffn.forward(x)))
+
+    def backward(self, dy):
+        """dy: (B, T, C) -> dx (B, T, C), or (dx, dcontext) for a block with cross-attention.
+
+        The forward upside down: each residual sum x + f(x) sends its gradient both straight through and
+        through f, and the two are added."""
+        dcontext = None
+        if self.placement == "pre":
+            # x3 = x2 + drop2(ffn(norm2(x2)))
+            dx = dy + self.norm2.backward(self.ffn.backward(self.drop2.backward(dy)))
+            if self.has_cross:
+                # x2 = x1 + drop_c(cross(norm_c(x1), ctx))
+                dh, dcontext = self.cross.backward(self.drop_c.backward(dx))
+                dx = dx + self.norm_c.backward(dh)
+            # x1 = x + drop1(attn(norm1(x)))
+            dx = dx + self.norm1.backward(self.attn.backward(self.drop1.backward(dx)))
+        else:
+            # x3 = norm2(x2 + drop2(ffn(x2)))
+            ds = self.norm2.backward(dy)
+            dx = ds + self.ffn.backward(self.drop2.backward(ds))
+            if self.has_cross:
+                # x2 = norm_c(x1 + drop_c(cross(x1, ctx)))
+                ds = self.norm_c.backward(dx)
+                dh, dcontext = self.cross.backward(self.drop_c.backward(ds))
+                dx = ds + dh
+            # x1 = norm1(x + drop1(attn(x)))
+            ds = self.norm1.backward(dx)
+            dx = ds + self.attn.backward(self.drop1.backward(ds))
+        return (dx, dcontext) if self.has_cross else dx

@@ -1,0 +1,51 @@
+"""The position-wise feed-forward network.  x: (B, T, C) -> y: (B, T, C).
+
+kind "relu" / "gelu":  y = act(x @ w_fc + b_fc) @ w_proj + b_proj           (hidden width F)
+kind "swiglu":         y = (silu(x @ w_gate) * (x @ w_up)) @ w_proj        (gate and up in one (C, 2F) matrix)
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from .. import functional as F
+from .linear import Linear
+from .module import Module
+
+FFN_KINDS = ("relu", "gelu", "swiglu")
+
+
+class FeedForward(Module):
+    def __init__(self, dim: int, hidden: int, kind: str = "gelu", bias: bool = True, proj_std: float = 0.02,
+                 rng=None, gelu_approximate: str = "tanh"):
+        if kind not in FFN_KINDS:
+            raise ValueError(f"feed-forward kind must be one of {FFN_KINDS}, got {kind!r}")
+        self.kind = kind
+        self.hidden = hidden
+        self.gelu_approximate = gelu_approximate
+        # swiglu's gate and up projections are one matrix so the forward is one matrix product
+        self.fc = Linear(dim, 2 * hidden if kind == "swiglu" else hidden, bias=bias, rng=rng)
+        self.proj = Linear(hidden, dim, bias=bias, std=proj_std, rng=rng)
+        self._act_cache = None
+
+    def forward(self, x):
+        h = self.fc.forward(x)  # (B, T, F) or (B, T, 2F)
+        if self.kind == "relu":
+            a, self._act_cache = F.relu_forward(h)
+        elif self.kind == "gelu":
+            a, self._act_cache = F.gelu_forward(h, approximate=self.gelu_approximate)
+        else:
+            a, self._act_cache = F.swiglu_forward(h[..., : self.hidden], h[..., self.hidden:])
+        return self.proj.forward(a)
+
+    def backward(self, dy):
+        da = self.proj.backward(dy)
+        if self.kind == "relu":
+            dh = F.relu_backward(da, self._act_cache)
+        elif self.kind == "gelu":
+            dh = F.gelu_backward(da, self._act_cache)
+        else:
+            dgate, dup = F.swiglu_backward(da, self._act_cache)
+            xp = backend.array_module(dgate)
+            dh = xp.concatenate([dgate, dup], axis=-1)
+        self._act_cache = None
+        return self.fc.backward(dh)

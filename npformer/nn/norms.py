@@ -1,0 +1,59 @@
+"""LayerNorm and RMSNorm layers over the last axis.  x: (..., C) -> y: (..., C)."""
+
+from __future__ import annotations
+
+from .. import functional as F
+from . import init
+from .module import Module, Parameter
+
+
+class LayerNorm(Module):
+    """y = (x - mean) / sqrt(var + eps) * w + b (b absent when bias=False)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True):
+        self.weight = Parameter(init.ones((dim,)))
+        self.bias = Parameter(init.zeros((dim,))) if bias else None
+        self.eps = eps
+        self._cache = None
+        self._zero_bias = None if bias else init.zeros((dim,))
+
+    def forward(self, x):
+        b = self.bias.data if self.bias is not None else self._zero_bias
+        y, self._cache = F.layernorm_forward(x, self.weight.data, b, self.eps)
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = F.layernorm_backward(dy, self._cache)
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        self._cache = None
+        return dx
+
+
+class RMSNorm(Module):
+    """y = x / sqrt(mean(x^2) + eps) * w."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        self.weight = Parameter(init.ones((dim,)))
+        self.eps = eps
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = F.rmsnorm_forward(x, self.weight.data, self.eps)
+        return y
+
+    def backward(self, dy):
+        dx, dw = F.rmsnorm_backward(dy, self._cache)
+        self.weight.grad += dw
+        self._cache = None
+        return dx
+
+
+def make_norm(kind: str, dim: int, bias: bool = True, eps: float | None = None) -> Module:
+    """"layernorm" or "rmsnorm"."""
+    if kind == "layernorm":
+        return LayerNorm(dim, eps=1e-5 if eps is None else eps, bias=bias)
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps=1e-6 if eps is None else eps)
+    raise ValueError(f"norm kind must be 'layernorm' or 'rmsnorm', got {kind!r}")

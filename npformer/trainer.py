@@ -1,0 +1,281 @@
+"""The training loop every script shares: schedule, gradient accumulation, clipping, AdamW, periodic validation,
+a live progress line, a CSV of the loss history (and a PNG plot when matplotlib is there), atomic checkpoints,
+exact resume, and a guard that stops on a non-finite loss with the last good checkpoint left intact.
+
+    trainer = Trainer(model, TrainConfig(...), train_ids, val_ids, meta={"tokenizer": tok.to_dict()})
+    trainer.run()
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import backend
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import BatchSampler
+from .nn import Dropout
+from .optim import AdamW, clip_grad_norm, param_groups
+from .schedules import constant, warmup_cosine
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss (or the gradient norm) stopped being finite; the message names the step and the last good
+    checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train (nanoGPT's train.py defaults, scaled to a CPU)."""
+
+    max_iters: int = 2000
+    batch_size: int = 12
+    grad_accum: int = 1
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # None: = max_iters
+    decay_lr: bool = True
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    out_dir: str | None = None  # checkpoints and loss history go here; None: nothing written
+    seed: int = 1337
+    quiet: bool = False
+
+    def validate(self) -> None:
+        problems = []
+        for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.min_lr < 0:
+            problems.append("learning_rate must be > 0 and min_lr >= 0")
+        if problems:
+            raise ValueError("TrainConfig: " + "; ".join(problems))
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Trainer:
+    """Trains ``model`` (anything with ``loss(x, y)``, ``backward(dloss)``, ``named_parameters()``,
+    ``state_dict()``, ``config.to_dict()`` and ``config.block_size``) on token arrays.
+
+    train_ids, val_ids: 1-D integer NumPy arrays on the host. meta: extra JSON-able data saved in every checkpoint
+    (the tokenizer, say).
+    """
+
+    CHECKPOINT = "ckpt.npz"
+    HISTORY = "history.csv"
+
+    def __init__(self, model, config: TrainConfig, train_ids, val_ids, meta: dict | None = None):
+        config.validate()
+        self.model, self.cfg, self.meta = model, config, dict(meta or {})
+        T = model.config.block_size
+        self.train_batches = BatchSampler(train_ids, T, config.batch_size, seed=config.seed)
+        self.val_batches = BatchSampler(val_ids, T, config.batch_size, seed=config.seed + 1)
+        self.optimizer = AdamW(param_groups(model.named_parameters(), config.weight_decay),
+                               lr=config.learning_rate, betas=(config.beta1, config.beta2))
+        decay_iters = config.lr_decay_iters or config.max_iters
+        self.schedule = (warmup_cosine(config.learning_rate, config.warmup_iters, decay_iters, config.min_lr)
+                         if config.decay_lr else constant(config.learning_rate))
+        self.step = 0
+        self.history: list[dict] = []  # one row per log point: step, train_loss, val_loss, lr, tokens_per_s
+        self.last_checkpoint_step: int | None = None
+        self._resumed_at: int | None = None  # the step a resume restored: its evaluation already happened
+        self.tokens_per_step = config.batch_size * config.grad_accum * T
+
+    # -- paths -------------------------------------------------------------------------------------------------
+    def _path(self, name: str) -> str | None:
+        return None if self.cfg.out_dir is None else os.path.join(self.cfg.out_dir, name)
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def estimate_loss(self, batches: BatchSampler) -> float:
+        """Mean loss over eval_iters batches, in eval mode (no dropout); gradients untouched."""
+        self.model.eval()
+        total = 0.0
+        for _ in range(self.cfg.eval_iters):
+            x, y = batches.next()
+            total += backend.to_float(self.model.loss(x, y))
+        self.model._state = None  # evaluation needs no backward: drop the caches now
+        self.model.train()
+        return total / self.cfg.eval_iters
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def _dropout_states(self) -> list:
+        states = []
+        for m in self.model.modules():
+            if isinstance(m, Dropout) and m._rng is not None and m._rng.backend == "numpy":
+                states.append(m._rng.get_state())
+            elif isinstance(m, Dropout):
+                states.append(None)
+        return states
+
+    def _set_dropout_states(self, states: list) -> None:
+        dropouts = [m for m in self.model.modules() if isinstance(m, Dropout)]
+        for m, state in zip(dropouts, states):
+            if state is not None:
+                m._rng = backend.Generator(m.seed, backend="numpy")
+                m._rng.set_state(state)
+
+    def save(self) -> str | None:
+        path = self._path(self.CHECKPOINT)
+        if path is None:
+            return None
+        meta = dict(self.meta)
+        meta.update(
+            config=self.model.config.to_dict(),
+            train_config=dataclasses.asdict(self.cfg),
+            step=self.step,
+            train_sampler=self.train_batches.state_dict(),
+            val_sampler=self.val_batches.state_dict(),
+            dropout_rngs=self._dropout_states(),
+            history=self.history,
+        )
+        save_checkpoint(path, params=self.model.state_dict(), meta=meta, optimizer=self.optimizer.state_dict())
+        self.last_checkpoint_step = self.step
+        return path
+
+    def resume(self, path: str | None = None) -> None:
+        """Restore parameters, optimizer, samplers, dropout generators and step from a checkpoint, so the run
+        continues exactly as an uninterrupted one would."""
+        path = path or self._path(self.CHECKPOINT)
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt.params)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        meta = ckpt.meta
+        self.step = int(meta["step"])
+        self.train_batches.load_state_dict(meta["train_sampler"])
+        self.val_batches.load_state_dict(meta["val_sampler"])
+        self._set_dropout_states(meta.get("dropout_rngs", []))
+        self.history = list(meta.get("history", []))
+        self.last_checkpoint_step = self._resumed_at = self.step
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def _diverged(self, what: str, value: float) -> TrainingDiverged:
+        where = (f"the last good checkpoint ({self._path(self.CHECKPOINT)}, step {self.last_checkpoint_step}) is "
+                 "intact" if self.last_checkpoint_step is not None else "no checkpoint was written")
+        return TrainingDiverged(f"training stopped at step {self.step}: {what} is {value}; {where}. "
+                                "Try a lower learning rate or stronger gradient clipping.")
+
+    def _log(self, text: str) -> None:
+        if not self.cfg.quiet:
+            print(text, flush=True)
+
+    def train_step(self) -> tuple[float, float]:
+        """One optimizer step (grad_accum micro-batches). Returns (loss, gradient norm) as floats."""
+        cfg, model = self.cfg, self.model
+        lr = self.schedule(self.step)
+        self.optimizer.set_lr(lr)
+        model.zero_grad()
+        loss_sum = None
+        for _ in range(cfg.grad_accum):
+            x, y = self.train_batches.next()
+            loss = model.loss(x, y)
+            model.backward(1.0 / cfg.grad_accum)  # gradients add up: the mean over micro-batches
+            loss_sum = loss if loss_sum is None else loss_sum + loss
+        loss_value = backend.to_float(loss_sum) / cfg.grad_accum  # the one device sync of the step
+        if not math.isfinite(loss_value):
+            raise self._diverged("the training loss", loss_value)
+        params = model.parameters()
+        norm = clip_grad_norm(params, cfg.grad_clip) if cfg.grad_clip > 0 else float("nan")
+        if cfg.grad_clip > 0 and not math.isfinite(norm):
+            raise self._diverged("the gradient norm", norm)
+        self.optimizer.step()
+        self.step += 1
+        return loss_value, norm
+
+    def run(self) -> list[dict]:
+        cfg = self.cfg
+        if cfg.out_dir:
+            os.makedirs(cfg.out_dir, exist_ok=True)
+        start = time.perf_counter()
+        start_step = self.step
+        recent_tokens, recent_time = 0, 0.0
+        train_loss = float("nan")
+        while self.step < cfg.max_iters:
+            if self.step % cfg.eval_interval == 0 and self.step != self._resumed_at:
+                self._evaluate(train_loss, start, start_step)
+            t0 = time.perf_counter()
+            train_loss, _ = self.train_step()
+            recent_time += time.perf_counter() - t0
+            recent_tokens += self.tokens_per_step
+            if self.step % cfg.log_interval == 0 or self.step == cfg.max_iters:
+                rate = recent_tokens / max(recent_time, 1e-9)
+                left = (cfg.max_iters - self.step) * self.tokens_per_step / max(rate, 1e-9)
+                self._log(f"step {self.step:5d}/{cfg.max_iters} | loss {train_loss:.4f} | "
+                          f"lr {self.optimizer.lr:.2e} | {rate:,.0f} tok/s | left {_fmt_time(left)}")
+                self.history.append(dict(step=self.step, train_loss=train_loss, val_loss="",
+                                         lr=self.optimizer.lr, tokens_per_s=round(rate, 1)))
+                recent_tokens, recent_time = 0, 0.0
+        self._evaluate(train_loss, start, start_step)
+        self._write_history()
+        return self.history
+
+    def _evaluate(self, train_loss: float, start: float, start_step: int) -> None:
+        val = self.estimate_loss(self.val_batches)
+        if not math.isfinite(val):
+            raise self._diverged("the validation loss", val)
+        self.history.append(dict(step=self.step, train_loss=train_loss if math.isfinite(train_loss) else "",
+                                 val_loss=val, lr=self.schedule(self.step), tokens_per_s=""))
+        self._log(f"step {self.step:5d}: val loss {val:.4f} ({_fmt_time(time.perf_counter() - start)} elapsed)")
+        if self.step > start_step or self.last_checkpoint_step is None:
+            self.save()
+            self._write_history()
+
+    @property
+    def final_val_loss(self) -> float:
+        vals = [row["val_loss"] for row in self.history if row["val_loss"] != ""]
+        return float(vals[-1]) if vals else float("nan")
+
+    def _write_history(self) -> None:
+        path = self._path(self.HISTORY)
+        if path is None:
+            return
+        tmp = path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["step", "train_loss", "val_loss", "lr", "tokens_per_s"])
+            writer.writeheader()
+            writer.writerows(self.history)
+        os.replace(tmp, path)
+        plot_history(self.history, self._path("loss.png"))
+
+
+def plot_history(history: list[dict], path: str | None) -> bool:
+    """Write a PNG of train and validation loss when matplotlib is installed; return whether it did."""
+    if path is None:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:  # matplotlib is optional
+        return False
+    train = [(r["step"], r["train_loss"]) for r in history if r["train_loss"] != "" and r["val_loss"] == ""]
+    val = [(r["step"], r["val_loss"]) for r in history if r["val_loss"] != ""]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*np.array(train).T, label="train", lw=1)
+    if val:
+        ax.plot(*np.array(val).T, "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
