@@ -1,0 +1,341 @@
+"""Scaled dot-product attention (plain path): values against a loop reference, gradients against finite
+differences, and the properties attention must always have (causality, grouped heads, masks, no NaN, dtypes)."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from npformer import backend
+from npformer.functional.attention import attention_backward, attention_forward
+from npformer.gradcheck import check_gradients
+
+from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, normal_array, seeds
+
+# the xp_backend fixture only switches the backend, so reusing it across hypothesis examples is safe
+fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                             HealthCheck.data_too_large])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cases and a loop reference
+# ---------------------------------------------------------------------------------------------------------------
+@st.composite
+def attention_cases(draw, max_t=6, max_d=5, causal=None, mask=True, equal_t=False):
+    """A dict of host arrays and options: q (B,H,Tq,D), k, v (B,Hkv,Tk,D), mask, causal, scale.
+
+    Tq <= Tk when causal (the usual decoding layout); any Tq otherwise. Masks: None, a random boolean pattern of
+    a broadcastable shape (fully masked rows included when hypothesis draws them), or key padding (B,1,1,Tk).
+    """
+    B = draw(st.integers(1, 2))
+    Hkv = draw(st.integers(1, 3))
+    H = Hkv * draw(st.integers(1, 3))
+    Tk = draw(st.integers(1, max_t))
+    causal = draw(st.booleans()) if causal is None else causal
+    Tq = Tk if equal_t else draw(st.integers(1, Tk if causal else max_t))
+    D = draw(st.integers(1, max_d))
+    seed = draw(seeds())
+    kind = draw(st.sampled_from(["none", "pattern", "padding"])) if mask else "none"
+    m = None
+    if kind == "pattern":
+        full = (B, H, Tq, Tk)
+        keep = draw(st.lists(st.booleans(), min_size=4, max_size=4))
+        shape = tuple(n if kept else 1 for n, kept in zip(full, keep))
+        shape = shape[draw(st.integers(0, 2)):]  # fewer leading axes broadcast too
+        m = draw(hnp.arrays(np.bool_, shape))
+    elif kind == "padding":
+        lengths = draw(st.lists(st.integers(0, Tk), min_size=B, max_size=B))
+        m = (np.arange(Tk)[None, :] < np.array(lengths)[:, None]).reshape(B, 1, 1, Tk)
+    scale = draw(st.one_of(st.none(), st.floats(0.1, 2.0)))
+    return dict(q=normal_array(seed, (B, H, Tq, D)), k=normal_array(seed + 1, (B, Hkv, Tk, D)),
+                v=normal_array(seed + 2, (B, Hkv, Tk, D)), mask=m, causal=causal, scale=scale)
+
+
+def on_backend(case):
+    """Move a case's arrays to the active backend."""
+    return {name: backend.asarray(a) if isinstance(a, np.ndarray) else a for name, a in case.items()}
+
+
+def allowed_matrix(B, H, Tq, Tk, mask, causal):
+    allowed = np.ones((B, H, Tq, Tk), dtype=bool)
+    if mask is not None:
+        allowed &= np.broadcast_to(mask, allowed.shape)
+    if causal:
+        allowed &= np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq)
+    return allowed
+
+
+def reference_attention(q, k, v, mask=None, causal=False, scale=None):
+    """Row by row, in float64, with kv heads repeated explicitly: the definition, not the implementation."""
+    q, k, v = (np.asarray(backend.to_numpy(a), dtype=np.float64) for a in (q, k, v))
+    B, H, Tq, D = q.shape
+    Tk, G = k.shape[2], H // k.shape[1]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    allowed = allowed_matrix(B, H, Tq, Tk, None if mask is None else backend.to_numpy(mask), causal)
+    out = np.zeros((B, H, Tq, D))
+    for b in range(B):
+        for h in range(H):
+            for i in range(Tq):
+                keys = np.flatnonzero(allowed[b, h, i])
+                if keys.size == 0:
+                    continue
+                s = np.array([scale * q[b, h, i] @ k[b, h // G, j] for j in keys])
+                w = np.exp(s - s.max())
+                w /= w.sum()
+                out[b, h, i] = w @ v[b, h // G, keys]
+    return out
+
+
+def assert_close(actual, expected, dtype=np.float64, what=""):
+    rtol, atol = TOL[np.dtype(dtype)]
+    np.testing.assert_allclose(backend.to_numpy(actual), backend.to_numpy(expected), rtol=rtol, atol=atol,
+                               err_msg=what)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# values and gradients
+# ---------------------------------------------------------------------------------------------------------------
+@fixture_ok
+@given(attention_cases())
+def test_forward_matches_loop_reference(xp_backend, case):
+    out, _ = attention_forward(**on_backend(case))
+    assert out.shape == case["q"].shape
+    assert_close(out, reference_attention(**case), what=str({k: np.shape(v) for k, v in case.items()}))
+
+
+@fixture_ok
+@given(attention_cases(max_t=4, max_d=3))
+def test_gradients_match_finite_differences(xp_backend, case):
+    report = check_gradients(attention_forward, attention_backward, on_backend(case), wrt=("q", "k", "v"),
+                             rtol=GRAD_RTOL, atol=GRAD_ATOL)
+    assert report.passed, f"shapes q{case['q'].shape} k{case['k'].shape} causal={case['causal']}\n{report}"
+
+
+def test_inputs_are_not_modified(xp_backend):
+    case = on_backend(dict(q=normal_array(0, (1, 2, 3, 4)), k=normal_array(1, (1, 1, 5, 4)),
+                           v=normal_array(2, (1, 1, 5, 4))))
+    before = {n: backend.to_numpy(a).copy() for n, a in case.items()}
+    out, cache = attention_forward(**case, causal=True)
+    attention_backward(backend.asarray(normal_array(3, out.shape)), cache)
+    for n, a in case.items():
+        np.testing.assert_array_equal(backend.to_numpy(a), before[n])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# properties
+# ---------------------------------------------------------------------------------------------------------------
+@fixture_ok
+@given(attention_cases(causal=True, mask=False), st.data())
+def test_causal_output_ignores_the_future(xp_backend, case, data):
+    q, k, v = case["q"], case["k"], case["v"]
+    Tq, Tk = q.shape[2], k.shape[2]
+    t = data.draw(st.integers(0, Tq - 1), label="t")
+    shift = Tk - Tq  # query t sees keys up to t + shift
+    q2, k2, v2 = q.copy(), k.copy(), v.copy()
+    q2[:, :, t + 1:] += 10.0
+    k2[:, :, t + shift + 1:] = -k2[:, :, t + shift + 1:] + 5.0
+    v2[:, :, t + shift + 1:] += 7.0
+    out1, _ = attention_forward(*map(backend.asarray, (q, k, v)), causal=True, scale=case["scale"])
+    out2, _ = attention_forward(*map(backend.asarray, (q2, k2, v2)), causal=True, scale=case["scale"])
+    np.testing.assert_array_equal(backend.to_numpy(out1)[:, :, :t + 1], backend.to_numpy(out2)[:, :, :t + 1])
+    if t + shift + 1 < Tk:  # the change is visible to later queries (the test can see a leak)
+        assert not np.allclose(backend.to_numpy(out1)[:, :, -1], backend.to_numpy(out2)[:, :, -1])
+
+
+@fixture_ok
+@given(attention_cases(causal=True, equal_t=True), st.data())
+def test_causal_decoding_equals_last_rows_of_full_sequence(xp_backend, case, data):
+    """The last Tq queries against all T keys (a cache) give the last Tq rows of causal self-attention."""
+    q, k, v = (backend.asarray(case[n]) for n in "qkv")
+    T = q.shape[2]
+    Tq = data.draw(st.integers(1, T), label="Tq")
+    full, _ = attention_forward(q, k, v, causal=True, scale=case["scale"])
+    last, _ = attention_forward(q[:, :, T - Tq:], k, v, causal=True, scale=case["scale"])
+    assert_close(last, backend.to_numpy(full)[:, :, T - Tq:])
+
+
+@fixture_ok
+@given(attention_cases(max_t=4, max_d=3))
+def test_gqa_equals_mha_with_repeated_kv_heads(xp_backend, case):
+    q, k, v = case["q"], case["k"], case["v"]
+    G = q.shape[1] // k.shape[1]
+    opts = dict(mask=None if case["mask"] is None else backend.asarray(case["mask"]), causal=case["causal"],
+                scale=case["scale"])
+    out, cache = attention_forward(*map(backend.asarray, (q, k, v)), **opts)
+    k_rep, v_rep = np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)  # query head h reads kv head h // G
+    out_rep, cache_rep = attention_forward(*map(backend.asarray, (q, k_rep, v_rep)), **opts)
+    assert_close(out, out_rep)
+    dout = backend.asarray(normal_array(7, out.shape))
+    dq, dk, dv = attention_backward(dout, cache)
+    dq_rep, dk_rep, dv_rep = (backend.to_numpy(g) for g in attention_backward(dout, cache_rep))
+    B, Hkv, Tk, D = k.shape
+    assert dk.shape == k.shape and dv.shape == v.shape
+    assert_close(dq, dq_rep)
+    assert_close(dk, dk_rep.reshape(B, Hkv, G, Tk, D).sum(axis=2))  # a shared head gets its group's sum
+    assert_close(dv, dv_rep.reshape(B, Hkv, G, Tk, D).sum(axis=2))
+
+
+@fixture_ok
+@given(attention_cases(max_t=4, max_d=3), st.data())
+def test_mha_heads_are_independent(xp_backend, case, data):
+    """Hkv = H is plain multi-head attention: each head equals attention computed on that head alone."""
+    q, k, v = case["q"], case["k"], case["v"]
+    H = q.shape[1]
+    k, v = np.repeat(k, H // k.shape[1], axis=1), np.repeat(v, H // v.shape[1], axis=1)
+    out, _ = attention_forward(*map(backend.asarray, (q, k, v)), causal=case["causal"], scale=case["scale"])
+    h = data.draw(st.integers(0, H - 1), label="head")
+    one, _ = attention_forward(*(backend.asarray(a[:, h:h + 1]) for a in (q, k, v)), causal=case["causal"],
+                               scale=case["scale"])
+    assert_close(backend.to_numpy(out)[:, h:h + 1], one)
+
+
+@fixture_ok
+@given(attention_cases(mask=False), st.data())
+def test_padding_keys_get_zero_weight(xp_backend, case, data):
+    q, k, v = case["q"], case["k"], case["v"]
+    B, Tk = q.shape[0], k.shape[2]
+    lengths = np.array(data.draw(st.lists(st.integers(0, Tk), min_size=B, max_size=B), label="lengths"))
+    pad = np.arange(Tk)[None, :] >= lengths[:, None]  # (B, Tk), True at padding keys
+    mask = backend.asarray((~pad).reshape(B, 1, 1, Tk))
+    k2, v2 = k.copy(), v.copy()
+    k2.transpose(0, 2, 1, 3)[pad] = 100.0  # padded keys' contents must not matter
+    v2.transpose(0, 2, 1, 3)[pad] = -50.0
+    out, cache = attention_forward(*map(backend.asarray, (q, k, v)), mask=mask, causal=case["causal"])
+    out2, _ = attention_forward(*map(backend.asarray, (q, k2, v2)), mask=mask, causal=case["causal"])
+    np.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(out2))
+    p = backend.to_numpy(cache.p)
+    assert np.all(p.transpose(0, 3, 1, 2)[pad] == 0.0)
+    _, dk, dv = attention_backward(backend.asarray(normal_array(1, out.shape)), cache)
+    assert np.all(backend.to_numpy(dk).transpose(0, 2, 1, 3)[pad] == 0.0)
+    assert np.all(backend.to_numpy(dv).transpose(0, 2, 1, 3)[pad] == 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@fixture_ok
+@given(case=attention_cases(mask=False), data=st.data())
+def test_fully_masked_rows_give_zeros_and_zero_grads(xp_backend, dtype, case, data):
+    q, k, v = (case[n].astype(dtype) for n in "qkv")
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    empty = np.array(data.draw(st.lists(st.booleans(), min_size=Tq, max_size=Tq), label="empty rows"))
+    mask = np.broadcast_to(np.asarray(data.draw(hnp.arrays(np.bool_, (Tq, Tk)), label="pattern")), (B, H, Tq, Tk))
+    mask = mask & ~empty[:, None]
+    out, cache = attention_forward(*map(backend.asarray, (q, k, v)), mask=backend.asarray(mask),
+                                   causal=case["causal"])
+    dq, dk, dv = attention_backward(backend.asarray(normal_array(2, out.shape, dtype)), cache)
+    out, dq, dk, dv = map(backend.to_numpy, (out, dq, dk, dv))
+    for name, a in (("out", out), ("dq", dq), ("dk", dk), ("dv", dv)):
+        assert np.all(np.isfinite(a)), name
+    rows = ~allowed_matrix(B, H, Tq, Tk, mask, case["causal"]).any(axis=-1)  # (B, H, Tq)
+    assert np.all(out[rows] == 0.0) and np.all(dq[rows] == 0.0)
+    if rows.all():
+        assert np.all(dk == 0.0) and np.all(dv == 0.0)
+
+
+@pytest.mark.parametrize("magnitude", [1e3, 1e4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@fixture_ok
+@given(case=attention_cases(max_d=4))
+def test_huge_scores_stay_finite(xp_backend, magnitude, dtype, case):
+    """Scores of magnitude ~1e3 to 1e4: no overflow, and each output row is still a convex combination of v."""
+    D = case["q"].shape[-1]
+    q = (np.sign(case["q"]) * math.sqrt(magnitude)).astype(dtype)
+    k = (np.sign(case["k"]) * math.sqrt(magnitude)).astype(dtype)
+    v = case["v"].astype(dtype)
+    out, cache = attention_forward(*map(backend.asarray, (q, k, v)), mask=on_backend(case)["mask"],
+                                   causal=case["causal"], scale=1.0 / D)
+    grads = attention_backward(backend.asarray(normal_array(3, out.shape, dtype)), cache)
+    for a in (out, *grads):
+        assert np.all(np.isfinite(backend.to_numpy(a)))
+    out = backend.to_numpy(out)
+    lo = np.minimum(v.min(axis=2, keepdims=True), 0.0)  # 0: rows with nothing to attend to are zero
+    hi = np.maximum(v.max(axis=2, keepdims=True), 0.0)
+    G = q.shape[1] // v.shape[1]
+    slack = 1e-5 if dtype == np.float32 else 1e-12
+    assert np.all(out >= np.repeat(lo, G, axis=1) - slack) and np.all(out <= np.repeat(hi, G, axis=1) + slack)
+
+
+@fixture_ok
+@given(attention_cases())
+def test_float32_stays_float32(xp_backend, case):
+    c32 = {n: a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+           for n, a in case.items()}
+    out, cache = attention_forward(**on_backend(c32))
+    dout = normal_array(4, out.shape)
+    grads = attention_backward(backend.asarray(dout, dtype=np.float32), cache)
+    assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
+    assert cache.p.dtype == np.float32
+    out64, cache64 = attention_forward(**on_backend(case))
+    grads64 = attention_backward(backend.asarray(dout), cache64)
+    assert out64.dtype == np.float64 and all(g.dtype == np.float64 for g in grads64)
+    assert_close(out, out64, np.float32)
+    for g, g64 in zip(grads, grads64):
+        assert_close(g, g64, np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad inputs
+# ---------------------------------------------------------------------------------------------------------------
+def _arr(*shape, dtype=np.float64):
+    return np.zeros(shape, dtype=dtype)
+
+
+BAD_INPUTS = [
+    (dict(q=_arr(2, 4, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8)), ValueError, r"q must be 4-D"),
+    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 4, 8)), ValueError, r"k has shape .* but v"),
+    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 6), v=_arr(2, 4, 3, 6)), ValueError,
+     r"q has head size D=8 but k and v have D=6"),
+    (dict(q=_arr(2, 4, 5, 8), k=_arr(3, 4, 3, 8), v=_arr(3, 4, 3, 8)), ValueError,
+     r"q has batch size 2 but k and v have 3"),
+    (dict(q=_arr(2, 8, 5, 8), k=_arr(2, 3, 3, 8), v=_arr(2, 3, 3, 8)), ValueError,
+     r"k has 3 heads, which does not divide q's 8 heads"),
+    (dict(q=_arr(2, 4, 5, 8, dtype=np.float32), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8)), TypeError,
+     r"q, k and v must share one dtype"),
+    (dict(q=_arr(2, 4, 5, 8, dtype=np.int64), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8)), TypeError,
+     r"q must be a float array"),
+    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8), mask=np.ones((2, 1, 5, 4), dtype=bool)),
+     ValueError, r"mask of shape \(2, 1, 5, 4\) does not broadcast to \(B, H, Tq, Tk\) = \(2, 4, 5, 3\)"),
+    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8), mask=np.ones((1, 2, 1, 5, 3), dtype=bool)),
+     ValueError, r"mask of shape .* does not broadcast"),
+    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8), mask=np.ones((5, 3))), TypeError,
+     r"mask must be boolean"),
+    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8), scale=float("nan")), ValueError,
+     r"scale must be finite"),
+]
+
+
+@pytest.mark.parametrize("inputs, error, message", BAD_INPUTS)
+def test_bad_inputs_raise_clear_errors(xp_backend, inputs, error, message):
+    with pytest.raises(error, match=r"^attention: " + message):
+        attention_forward(**on_backend(inputs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# optional oracle: PyTorch in float64
+# ---------------------------------------------------------------------------------------------------------------
+@fixture_ok
+@given(attention_cases(max_t=5, max_d=4))
+def test_matches_torch_sdpa(xp_backend, case):
+    torch = pytest.importorskip("torch")
+    q, k, v, mask = case["q"], case["k"], case["v"], case["mask"]
+    B, H, Tq, D = q.shape
+    Tk, G = k.shape[2], H // k.shape[1]
+    allowed = allowed_matrix(B, H, Tq, Tk, mask, case["causal"])
+    tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+    # torch gives NaN for rows with nothing to attend to; compute those with any key allowed, zero them after
+    rows = torch.tensor(allowed.any(axis=-1, keepdims=True))
+    t_mask = torch.tensor(allowed) | ~rows
+    t_out = torch.nn.functional.scaled_dot_product_attention(
+        tq, tk.repeat_interleave(G, dim=1), tv.repeat_interleave(G, dim=1), attn_mask=t_mask,
+        scale=case["scale"]) * rows
+    dout = normal_array(5, (B, H, Tq, D))
+    t_out.backward(torch.tensor(dout))
+
+    out, cache = attention_forward(**on_backend(case))
+    grads = attention_backward(backend.asarray(dout), cache)
+    assert_close(out, t_out.detach().numpy(), what="out")
+    for name, g, t in zip("qkv", grads, (tq, tk, tv)):
+        assert_close(g, t.grad.numpy(), what=f"d{name}")
