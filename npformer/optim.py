@@ -1,0 +1,440 @@
+"""Optimizers (SGD, AdamW), gradient clipping and gradient scaling, with PyTorch's update rules.
+
+An optimizer takes what ``Module.named_parameters()`` yields, a list of Parameters, or a list of parameter-group
+dicts like torch's ``[{"params": [...], "weight_decay": 0.0}, ...]`` (``param_groups`` builds nanoGPT's two
+groups: decay for matrices, none for biases and norm weights)::
+
+    opt = AdamW(param_groups(model.named_parameters(), weight_decay=0.1), lr=6e-4, betas=(0.9, 0.95))
+    for step in range(max_steps):
+        opt.set_lr(schedule(step))
+        opt.zero_grad()
+        for micro in range(accum_steps):            # gradient accumulation: backward adds into p.grad (+=),
+            loss, dlogits = ...                     # so scale the loss gradient by 1 / accum_steps
+            model.backward(dlogits / accum_steps)   # (or call scale_grads(params, 1 / accum_steps) once after)
+        norm = clip_grad_norm(model.parameters(), 1.0)   # the one host sync of the step
+        opt.step()
+
+Updates happen in place, with ``out=`` ufuncs and one shared scratch buffer per (backend, dtype), so a step makes
+no temporaries; moments are kept in the parameter's dtype and every scalar is a Python float, so float32
+parameters stay float32. The same code runs on NumPy and CuPy (the module comes from each parameter's array).
+Create the optimizer after the model has its final backend and dtype: its buffers copy them.
+
+State: ``state_dict()`` is a flat dict: JSON-able scalars (``kind``, ``step``, ``param_groups`` with their
+hyperparameters and parameter names) plus host NumPy arrays under ``"<buffer>/<parameter name>"`` (for example
+``"exp_avg/blocks.0.attn.w"``); ``load_state_dict`` checks it fits and says everything that does not.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import backend
+
+# ---------------------------------------------------------------------------------------------------------------
+# parameters and groups
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _named(items, where: str, start: int = 0) -> list[tuple[str, object]]:
+    """Parameters, (name, Parameter) pairs, a {name: Parameter} dict or a Module -> [(name, Parameter)].
+    Parameters given without a name are named by their position (``str(start + i)``)."""
+    if hasattr(items, "named_parameters"):
+        items = items.named_parameters()
+    elif isinstance(items, dict):
+        items = items.items()
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            name, p = item
+        else:
+            name, p = str(start + i), item
+        if not (hasattr(p, "data") and hasattr(p, "grad")):
+            raise TypeError(f"{where}: entry {name!r} is a {type(p).__name__}, not a Parameter")
+        out.append((name, p))
+    return out
+
+
+def _is_group(x) -> bool:
+    """A parameter-group dict ({"params": [...], ...}) as opposed to a {name: Parameter} dict."""
+    return isinstance(x, dict) and "params" in x and not hasattr(x["params"], "grad")
+
+
+def _params_only(params, where: str) -> list:
+    return [p for _, p in _named(params, where)]
+
+
+def param_groups(named_parameters, weight_decay: float) -> list[dict]:
+    """nanoGPT's recipe: parameters marked ``no_decay`` (biases, norm weights, anything 1-D by default) in a
+    group with weight_decay 0, the rest (matrices, embeddings) in a group with ``weight_decay``.
+
+    named_parameters: what ``Module.named_parameters()`` yields, a {name: Parameter} dict, or a Module.
+    Returns a list of group dicts for ``SGD`` / ``AdamW`` (empty groups left out).
+    """
+    if not weight_decay >= 0.0:
+        raise ValueError(f"param_groups: weight_decay must be >= 0, got {weight_decay}")
+    named = _named(named_parameters, "param_groups")
+    decay = [(n, p) for n, p in named if not getattr(p, "no_decay", p.data.ndim < 2)]
+    no_decay = [(n, p) for n, p in named if getattr(p, "no_decay", p.data.ndim < 2)]
+    groups = [{"params": decay, "weight_decay": float(weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+class Optimizer:
+    """Base class: parameter groups, learning rate, zero_grad, scratch buffers and state dicts.
+
+    Subclasses set ``_buffers`` (names of the per-parameter state arrays), ``_hyper`` (group hyperparameter
+    names) and implement ``_check_hyper`` and ``_update_group``.
+    """
+
+    _buffers: tuple[str, ...] = ()
+    _hyper: tuple[str, ...] = ()
+
+    def __init__(self, params, defaults: dict):
+        name = type(self).__name__
+        self._check_hyper(defaults, name)
+        self.base_lr = float(defaults["lr"])
+        if isinstance(params, dict):  # one group dict, or {name: Parameter}
+            params = [params] if _is_group(params) else list(params.items())
+        params = list(params.named_parameters()) if hasattr(params, "named_parameters") else list(params)
+        if not params:
+            raise ValueError(f"{name}: got an empty parameter list")
+        raw_groups = params if all(_is_group(g) for g in params) else [{"params": params}]
+        self.param_groups: list[dict] = []
+        seen: dict[int, str] = {}
+        names: set[str] = set()
+        count = 0
+        for gi, raw in enumerate(raw_groups):
+            where = f"{name}: parameter group {gi}"
+            unknown = sorted(set(raw) - {"params", "lr", "lr_scale", *self._hyper})
+            if unknown:
+                raise ValueError(f"{where} has unknown keys {unknown}; valid keys are "
+                                 f"{sorted({'params', 'lr', 'lr_scale', *self._hyper})}")
+            if "params" not in raw:
+                raise ValueError(f"{where} has no 'params' entry")
+            named = _named(raw["params"], where, start=count)
+            count += len(named)
+            for pname, p in named:
+                if id(p) in seen:
+                    raise ValueError(f"{where}: parameter {pname!r} appears more than once (also as {seen[id(p)]!r})")
+                if pname in names:
+                    raise ValueError(f"{where}: two parameters are named {pname!r}")
+                if np.dtype(p.data.dtype).kind != "f":
+                    raise TypeError(f"{where}: parameter {pname!r} has dtype {p.data.dtype}, not a float dtype")
+                seen[id(p)] = pname
+                names.add(pname)
+            group = {k: defaults[k] for k in self._hyper}
+            group.update({k: raw[k] for k in self._hyper if k in raw})
+            if "lr" in raw and "lr_scale" in raw:
+                raise ValueError(f"{where} gives both 'lr' and 'lr_scale'; give one")
+            if "lr_scale" in raw:
+                scale = float(raw["lr_scale"])
+            elif "lr" in raw:
+                if self.base_lr == 0.0:
+                    raise ValueError(f"{where} gives 'lr' but the optimizer's lr is 0, so its scale is undefined; "
+                                     "give 'lr_scale' instead")
+                scale = float(raw["lr"]) / self.base_lr
+            else:
+                scale = 1.0
+            group["lr_scale"] = scale
+            group["lr"] = self.base_lr * scale
+            self._check_hyper(group, where)
+            group["names"] = [n for n, _ in named]
+            group["params"] = [p for _, p in named]
+            self.param_groups.append(group)
+        self.step_count = 0
+        # per-parameter state, created now (zeros) so state_dict() is complete before the first step
+        self.state: dict[str, dict[str, object]] = {}
+        for group in self.param_groups:
+            for pname, p in zip(group["names"], group["params"]):
+                xp = backend.array_module(p.data)
+                self.state[pname] = {b: xp.zeros_like(p.data) for b in self._buffers}
+        self._scratch: dict[tuple, object] = {}
+
+    # -- learning rate --------------------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The base learning rate; each group runs at ``lr * its lr_scale``."""
+        return self.base_lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.set_lr(value)
+
+    def set_lr(self, lr: float) -> None:
+        """Set the base learning rate for every group (keeping each group's lr_scale): a schedule calls this."""
+        lr = float(lr)
+        if not lr >= 0.0:
+            raise ValueError(f"{type(self).__name__}.set_lr: lr must be >= 0, got {lr}")
+        self.base_lr = lr
+        for group in self.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+
+    # -- stepping -------------------------------------------------------------------------------------------
+    def parameters(self) -> list:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def _scratch_for(self, p):
+        """A view of shape p.shape into one flat scratch buffer shared by all parameters of this backend/dtype."""
+        xp = backend.array_module(p.data)
+        key = (xp.__name__, np.dtype(p.data.dtype).str)
+        buf = self._scratch.get(key)
+        if buf is None or buf.size < p.data.size:
+            size = max(q.data.size for q in self.parameters()
+                       if backend.array_module(q.data) is xp and q.data.dtype == p.data.dtype)
+            buf = xp.empty((size,), dtype=p.data.dtype)
+            self._scratch[key] = buf
+        return buf[: p.data.size].reshape(p.data.shape)
+
+    def step(self) -> None:
+        """Apply one update to every parameter from its ``.grad``."""
+        self.step_count += 1
+        for group in self.param_groups:
+            self._update_group(group)
+
+    def _update_group(self, group: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def _check_hyper(h: dict, where: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """{"kind", "step", "base_lr", "param_groups": [...JSON-able...], "<buffer>/<name>": host array, ...}."""
+        groups = []
+        for g in self.param_groups:
+            entry = {k: (list(g[k]) if isinstance(g[k], tuple) else g[k]) for k in (*self._hyper, "lr_scale")}
+            entry["params"] = list(g["names"])
+            groups.append(entry)
+        out: dict = {"kind": type(self).__name__, "step": int(self.step_count), "base_lr": float(self.base_lr),
+                     "param_groups": groups}
+        for pname, bufs in self.state.items():
+            for b, arr in bufs.items():
+                out[f"{b}/{pname}"] = backend.to_numpy(arr).copy()
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore step count, group hyperparameters and buffers from ``state_dict()`` output (as torch does,
+        the saved hyperparameters replace the current ones). Checks the kind, the groups, and every buffer's
+        presence, shape and dtype, and raises one ValueError listing everything that does not fit."""
+        from .checkpoint import state_mismatches  # the shared "what does not fit" lister
+
+        name = type(self).__name__
+        problems = []
+        if state.get("kind") != name:
+            problems.append(f"the state is for {state.get('kind')!r}, this optimizer is {name!r}")
+        for key in ("step", "base_lr", "param_groups"):
+            if key not in state:
+                problems.append(f"missing entry {key!r}")
+        saved_groups = state.get("param_groups", [])
+        if len(saved_groups) != len(self.param_groups):
+            problems.append(f"{len(saved_groups)} parameter groups in the state, {len(self.param_groups)} here")
+        else:
+            for gi, (sg, g) in enumerate(zip(saved_groups, self.param_groups)):
+                if list(sg.get("params", [])) != g["names"]:
+                    problems.append(f"group {gi}: parameters {sg.get('params')} in the state, {g['names']} here")
+                missing = [k for k in (*self._hyper, "lr_scale") if k not in sg]
+                if missing:
+                    problems.append(f"group {gi}: missing hyperparameters {missing}")
+        expected = {f"{b}/{pname}": (tuple(arr.shape), np.dtype(arr.dtype))
+                    for pname, bufs in self.state.items() for b, arr in bufs.items()}
+        arrays = {k: v for k, v in state.items() if k not in ("kind", "step", "base_lr", "param_groups")}
+        problems += state_mismatches(expected, arrays)
+        if not problems:
+            for gi, (sg, g) in enumerate(zip(saved_groups, self.param_groups)):
+                try:
+                    hyper = {k: (tuple(sg[k]) if isinstance(g[k], tuple) else sg[k])
+                             for k in (*self._hyper, "lr_scale")}
+                    self._check_hyper(hyper, f"group {gi}")
+                except (ValueError, TypeError) as exc:
+                    problems.append(str(exc))
+        if problems:
+            raise ValueError(f"{name}.load_state_dict: the state does not fit this optimizer; " + "; ".join(problems))
+        for sg, g in zip(saved_groups, self.param_groups):
+            for k in (*self._hyper, "lr_scale"):
+                g[k] = tuple(float(x) for x in sg[k]) if isinstance(g[k], tuple) else sg[k]
+        self.step_count = int(state["step"])
+        self.base_lr = float(state["base_lr"])
+        for pname, bufs in self.state.items():
+            for b, arr in bufs.items():
+                arr[...] = backend.array_module(arr).asarray(state[f"{b}/{pname}"], dtype=arr.dtype)
+
+    def __repr__(self) -> str:
+        groups = ", ".join("{" + ", ".join(f"{k}={g[k]}" for k in self._hyper) + f", n_params={len(g['params'])}}}"
+                           for g in self.param_groups)
+        return f"{type(self).__name__}(step={self.step_count}, groups=[{groups}])"
+
+
+def _check_nonneg(h: dict, keys, where: str) -> None:
+    for k in keys:
+        v = h[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0.0 or math.isinf(v):
+            raise ValueError(f"{where}: {k} must be a finite number >= 0, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SGD
+# ---------------------------------------------------------------------------------------------------------------
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay (torch.optim.SGD with
+    dampening 0)::
+
+        d = g + weight_decay * p
+        buf = momentum * buf + d          (buf starts at 0, so the first buf is d, as in torch)
+        d = d + momentum * buf  if nesterov  else  buf   (when momentum > 0)
+        p = p - lr * d
+    """
+
+    _buffers = ("momentum_buffer",)
+    _hyper = ("lr", "momentum", "weight_decay", "nesterov")
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+        self._buffers = ("momentum_buffer",) if momentum != 0.0 or _any_group_has(params, "momentum") else ()
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
+
+    @staticmethod
+    def _check_hyper(h: dict, where: str) -> None:
+        _check_nonneg(h, ("lr", "momentum", "weight_decay"), where)
+        if not isinstance(h["nesterov"], bool):
+            raise TypeError(f"{where}: nesterov must be a bool, got {h['nesterov']!r}")
+        if h["nesterov"] and h["momentum"] <= 0.0:
+            raise ValueError(f"{where}: Nesterov momentum needs momentum > 0, got {h['momentum']}")
+
+    def _update_group(self, group: dict) -> None:
+        lr, mu, wd = float(group["lr"]), float(group["momentum"]), float(group["weight_decay"])
+        for pname, p in zip(group["names"], group["params"]):
+            xp = backend.array_module(p.data)
+            s = self._scratch_for(p)
+            d = p.grad
+            if wd != 0.0:  # d = g + wd * p
+                xp.multiply(p.data, wd, out=s)
+                s += p.grad
+                d = s
+            if mu != 0.0:
+                buf = self.state[pname]["momentum_buffer"]
+                buf *= mu  # buf = mu * buf + d
+                buf += d
+                if group["nesterov"]:  # p -= lr * (d + mu * buf), as two in-place steps through s
+                    xp.multiply(d, -lr, out=s)
+                    p.data += s
+                    xp.multiply(buf, -lr * mu, out=s)
+                    p.data += s
+                    continue
+                d = buf
+            xp.multiply(d, -lr, out=s)  # p -= lr * d
+            p.data += s
+
+
+def _any_group_has(params, key: str) -> bool:
+    """True when a parameter-group dict among ``params`` sets ``key`` to something nonzero."""
+    if _is_group(params):
+        return bool(params.get(key, 0.0))
+    if isinstance(params, (list, tuple)):
+        return any(_is_group(g) and g.get(key, 0.0) for g in params)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# AdamW
+# ---------------------------------------------------------------------------------------------------------------
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (torch.optim.AdamW, amsgrad off). At step t (from 1)::
+
+        p = p - lr * weight_decay * p                  (decoupled decay, before the Adam step)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p = p - lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
+    """
+
+    _buffers = ("exp_avg", "exp_avg_sq")
+    _hyper = ("lr", "betas", "eps", "weight_decay")
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @staticmethod
+    def _check_hyper(h: dict, where: str) -> None:
+        _check_nonneg(h, ("lr", "eps", "weight_decay"), where)
+        betas = h["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{where}: betas must be a pair (b1, b2), got {betas!r}")
+        for i, b in enumerate(betas):
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= b < 1.0:
+                raise ValueError(f"{where}: betas[{i}] must be in [0, 1), got {b!r}")
+        h["betas"] = (float(betas[0]), float(betas[1]))
+
+    def _update_group(self, group: dict) -> None:
+        lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
+        b1, b2 = group["betas"]
+        t = self.step_count
+        step_size = lr / (1.0 - b1**t)  # lr / bias_correction1
+        inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - b2**t)  # 1 / sqrt(bias_correction2)
+        for pname, p in zip(group["names"], group["params"]):
+            xp = backend.array_module(p.data)
+            s = self._scratch_for(p)
+            m, v, g = self.state[pname]["exp_avg"], self.state[pname]["exp_avg_sq"], p.grad
+            if wd != 0.0:
+                p.data *= 1.0 - lr * wd  # p = p - lr * wd * p
+            m *= b1  # m = b1 * m + (1 - b1) * g
+            xp.multiply(g, 1.0 - b1, out=s)
+            m += s
+            v *= b2  # v = b2 * v + (1 - b2) * g^2
+            xp.multiply(g, g, out=s)
+            s *= 1.0 - b2
+            v += s
+            xp.sqrt(v, out=s)  # denom = sqrt(v) / sqrt(bc2) + eps
+            s *= inv_bc2_sqrt
+            s += eps
+            xp.divide(m, s, out=s)  # p = p - step_size * m / denom
+            s *= -step_size
+            p.data += s
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# gradient clipping and scaling
+# ---------------------------------------------------------------------------------------------------------------
+def grad_norm(params):
+    """The global L2 norm of all gradients, as a 0-d array on the parameters' backend (no host sync)."""
+    total = None
+    for p in _params_only(params, "grad_norm"):
+        xp = backend.array_module(p.grad)
+        g = p.grad.reshape(-1)
+        sq = xp.dot(g, g)  # sum of squares of this gradient, in its dtype, without a g*g temporary
+        total = sq if total is None else total + sq
+    if total is None:
+        raise ValueError("grad_norm: got no parameters")
+    return backend.array_module(total).sqrt(total)
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Scale all gradients in place so their global L2 norm is at most ``max_norm`` (torch's clip_grad_norm_:
+    coef = max_norm / (norm + 1e-6), applied when below 1). Returns the norm before clipping as a Python float
+    (the one device->host sync of a training step). A non-finite norm is returned without touching the gradients,
+    for the caller to skip the step."""
+    max_norm = float(max_norm)
+    if not max_norm > 0.0 or math.isinf(max_norm):
+        raise ValueError(f"clip_grad_norm: max_norm must be a finite number > 0, got {max_norm}")
+    params = _params_only(params, "clip_grad_norm")
+    norm = backend.to_float(grad_norm(params))
+    if not math.isfinite(norm):
+        return norm
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        for p in params:
+            p.grad *= coef
+    return norm
+
+
+def scale_grads(params, scale: float) -> None:
+    """Multiply every gradient by ``scale`` in place (for example 1 / accumulation steps, once after the last
+    micro-batch's backward, instead of scaling each micro-batch's loss gradient)."""
+    scale = float(scale)
+    for p in _params_only(params, "scale_grads"):
+        p.grad *= scale
