@@ -1,0 +1,96 @@
+"""Cross-entropy loss over the vocabulary, with ignore_index and label smoothing (PyTorch's conventions).
+
+Shapes: logits (..., V), targets (...), usually (B, T, V) and (B, T); N = number of positions; V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .. import backend
+
+
+class CrossEntropyCache(NamedTuple):
+    logits: object  # (N, V): the input itself (a view, no copy): probabilities are recomputed from it
+    lse: object  # (N, 1): log-sum-exp of each row
+    targets: object  # (N,) integer, ignored positions replaced by 0 (a safe index)
+    weight: object  # (N,) in logits' dtype: 1 / count where kept, 0 where ignored
+    label_smoothing: float
+    shape: tuple  # logits' original shape (..., V)
+
+
+def cross_entropy_forward(logits, targets, ignore_index: int = -100, label_smoothing: float = 0.0):
+    """Mean negative log-likelihood over the positions whose target is not ignore_index.
+
+    With label smoothing eps (PyTorch's convention), each kept position contributes
+        (1 - eps) * (-log p[target]) + eps * mean_v(-log p[v]).
+    If every target is ignored the loss is 0 (and so are the gradients).
+
+    logits: (..., V) float; targets: (...) integer, each in [0, V) or == ignore_index
+    -> loss: 0-d array of logits' dtype, cache.
+    """
+    if getattr(logits, "dtype", None) is None or logits.dtype.kind != "f":
+        raise TypeError(f"cross_entropy: logits must be a float array, got "
+                        f"{getattr(logits, 'dtype', type(logits).__name__)}")
+    if getattr(targets, "dtype", None) is None or targets.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be an integer array, got "
+                        f"{getattr(targets, 'dtype', type(targets).__name__)}")
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"cross_entropy: logits must have a vocabulary axis (..., V) with V >= 1, "
+                         f"got shape {tuple(logits.shape)}")
+    if tuple(targets.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"cross_entropy: targets have shape {tuple(targets.shape)} but logits {tuple(logits.shape)} "
+                         f"need targets of shape {tuple(logits.shape[:-1])}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    xp = backend.array_module(logits)
+    dtype = logits.dtype
+    vocab = logits.shape[-1]
+    eps = float(label_smoothing)
+
+    flat_logits = logits.reshape(-1, vocab)  # (N, V)
+    flat_targets = targets.reshape(-1)  # (N,)
+    kept = flat_targets != ignore_index  # (N,) bool
+    bad = kept & ((flat_targets < 0) | (flat_targets >= vocab))
+    if bool(bad.any()):  # one sync per call; CuPy would silently wrap a bad index
+        first = int(flat_targets[bad][0])
+        raise ValueError(f"cross_entropy: target {first} is out of range for V={vocab} (targets must be in "
+                         f"[0, {vocab}) or equal ignore_index={ignore_index})")
+    safe_targets = xp.where(kept, flat_targets, 0)  # ignored rows index class 0, then get weight 0
+
+    # log p[v] = logits[v] - lse, with lse = m + log(sum_v exp(logits[v] - m)), m = max_v logits[v]
+    m = flat_logits.max(axis=-1, keepdims=True)  # (N, 1)
+    lse = m + xp.log(xp.exp(flat_logits - m).sum(axis=-1, keepdims=True))  # (N, 1)
+    rows = xp.arange(flat_logits.shape[0])
+    nll = lse[:, 0] - flat_logits[rows, safe_targets]  # (N,): -log p[target]
+    if eps > 0.0:
+        # mean_v(-log p[v]) = lse - mean_v(logits[v])
+        smooth = lse[:, 0] - flat_logits.mean(axis=-1)
+        per_position = (1.0 - eps) * nll + eps * smooth
+    else:
+        per_position = nll  # (no 0 * smooth term: it would be NaN for logits of -inf)
+
+    count = xp.maximum(kept.sum(), 1).astype(dtype)  # all ignored: divide 0 by 1, not 0 by 0
+    weight = kept.astype(dtype) / count  # (N,)
+    loss = xp.asarray((per_position * weight).sum(), dtype=dtype)
+    return loss, CrossEntropyCache(flat_logits, lse, safe_targets, weight, eps, tuple(logits.shape))
+
+
+def cross_entropy_backward(dloss, cache: CrossEntropyCache):
+    """dloss: scalar (float or 0-d array) -> dlogits: (..., V) in logits' dtype."""
+    flat_logits, lse, safe_targets, weight, eps, shape = cache
+    xp = backend.array_module(flat_logits)
+    dtype = flat_logits.dtype
+    vocab = flat_logits.shape[-1]
+    # forward: loss = sum_n weight[n] * ((1 - eps) * (lse[n] - logits[n, t_n]) + eps * (lse[n] - mean_v logits[n, v]))
+    # d lse[n] / d logits[n, v] = p[n, v] (the softmax), so
+    # dloss/dlogits[n, v] = weight[n] * (p[n, v] - (1 - eps) * [v == t_n] - eps / V)
+    dlogits = xp.exp(flat_logits - lse)  # (N, V): p, a fresh array we can modify in place
+    rows = xp.arange(flat_logits.shape[0])
+    dlogits[rows, safe_targets] -= 1.0 - eps
+    if eps > 0.0:
+        dlogits -= eps / vocab
+    # chain rule with the upstream scalar, kept in logits' dtype (a float64 0-d dloss must not upcast float32)
+    scale = xp.asarray(dloss, dtype=dtype)
+    dlogits *= (weight * scale)[:, None]
+    return dlogits.reshape(shape)
