@@ -115,20 +115,12 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def _dropout_states(self) -> list:
-        states = []
-        for m in self.model.modules():
-            if isinstance(m, Dropout) and m._rng is not None and m._rng.backend == "numpy":
-                states.append(m._rng.get_state())
-            elif isinstance(m, Dropout):
-                states.append(None)
-        return states
+        return [m.seeds.bit_generator.state for m in self.model.modules() if isinstance(m, Dropout)]
 
     def _set_dropout_states(self, states: list) -> None:
         dropouts = [m for m in self.model.modules() if isinstance(m, Dropout)]
         for m, state in zip(dropouts, states):
-            if state is not None:
-                m._rng = backend.Generator(m.seed, backend="numpy")
-                m._rng.set_state(state)
+            m.seeds.bit_generator.state = state
 
     def save(self) -> str | None:
         path = self._path(self.CHECKPOINT)

@@ -34,7 +34,8 @@ class GPT(Module):
             TransformerBlock(C, cfg.n_head, cfg.n_kv_head, ffn_hidden=cfg.ffn_hidden, ffn_kind=cfg.ffn_kind,
                              norm=cfg.norm, placement=cfg.norm_placement, bias=cfg.bias, dropout=cfg.dropout,
                              causal=True, rope=cfg.positions == "rope", rope_base=cfg.rope_base,
-                             proj_std=proj_std, attn_impl=cfg.attn_impl, rng=rng, seed=cfg.seed * 7919 + 10 + i)
+                             proj_std=proj_std, attn_impl=cfg.attn_impl, rng=rng, seed=cfg.seed * 7919 + 10 + i,
+                             recompute=cfg.recompute)
             for i in range(cfg.n_layer)
         ]
         # post-LN blocks end in a norm already; pre-LN stacks need one before the head

@@ -23,10 +23,12 @@ class TransformerBlock(Module):
                  ffn_kind: str = "gelu", norm: str = "layernorm", placement: str = "pre", bias: bool = True,
                  dropout: float = 0.0, causal: bool = False, rope: bool = False, rope_base: float = 10000.0,
                  cross_attention: bool = False, proj_std: float = 0.02, attn_impl: str = "plain", rng=None,
-                 seed: int = 0):
+                 seed: int = 0, recompute: bool = False):
         if placement not in PLACEMENTS:
             raise ValueError(f"block: norm placement must be one of {PLACEMENTS}, got {placement!r}")
         self.placement, self.causal, self.has_cross = placement, causal, cross_attention
+        self.recompute = recompute
+        self._cache_inputs = None
         self.norm1 = make_norm(norm, dim, bias=bias)
         self.attn = MultiHeadAttention(dim, n_head, n_kv_head, bias=bias, rope=rope, rope_base=rope_base,
                                        proj_std=proj_std, rng=rng, impl=attn_impl)
@@ -43,7 +45,20 @@ class TransformerBlock(Module):
     def forward(self, x, mask=None, positions=None, context=None, context_mask=None, kv_cache=None,
                 context_kv=None):
         """x: (B, T, C) -> (B, T, C). mask: self-attention mask (the block adds causality itself when causal);
-        context / context_mask / context_kv: cross-attention's input, its key mask, or its precomputed keys."""
+        context / context_mask / context_kv: cross-attention's input, its key mask, or its precomputed keys.
+
+        With ``recompute`` (activation recomputation), only the inputs are kept: every cache of the sub-layers is
+        dropped right after the forward and rebuilt by running the forward again at the start of backward.
+        """
+        inputs = dict(x=x, mask=mask, positions=positions, context=context, context_mask=context_mask,
+                      kv_cache=kv_cache, context_kv=context_kv)
+        y = self._forward(**inputs)
+        if self.recompute and kv_cache is None:
+            self.drop_caches()
+            self._cache_inputs = inputs
+        return y
+
+    def _forward(self, x, mask, positions, context, context_mask, kv_cache, context_kv):
         def self_attn(h):
             return self.attn.forward(h, mask=mask, causal=self.causal, positions=positions, kv_cache=kv_cache)
 
@@ -65,6 +80,13 @@ class TransformerBlock(Module):
 
         The forward upside down: each residual sum x + f(x) sends its gradient both straight through and
         through f, and the two are added."""
+        if self._cache_inputs is not None:
+            # recomputation: the same forward again, with the same dropout masks, to rebuild the caches
+            for m in self.modules():
+                if isinstance(m, Dropout):
+                    m.replay_last()
+            inputs, self._cache_inputs = self._cache_inputs, None
+            self._forward(**inputs)
         dcontext = None
         if self.placement == "pre":
             # x3 = x2 + drop2(ffn(norm2(x2)))

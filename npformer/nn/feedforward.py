@@ -25,27 +25,27 @@ class FeedForward(Module):
         # swiglu's gate and up projections are one matrix so the forward is one matrix product
         self.fc = Linear(dim, 2 * hidden if kind == "swiglu" else hidden, bias=bias, rng=rng)
         self.proj = Linear(hidden, dim, bias=bias, std=proj_std, rng=rng)
-        self._act_cache = None
+        self._cache_act = None
 
     def forward(self, x):
         h = self.fc.forward(x)  # (B, T, F) or (B, T, 2F)
         if self.kind == "relu":
-            a, self._act_cache = F.relu_forward(h)
+            a, self._cache_act = F.relu_forward(h)
         elif self.kind == "gelu":
-            a, self._act_cache = F.gelu_forward(h, approximate=self.gelu_approximate)
+            a, self._cache_act = F.gelu_forward(h, approximate=self.gelu_approximate)
         else:
-            a, self._act_cache = F.swiglu_forward(h[..., : self.hidden], h[..., self.hidden:])
+            a, self._cache_act = F.swiglu_forward(h[..., : self.hidden], h[..., self.hidden:])
         return self.proj.forward(a)
 
     def backward(self, dy):
         da = self.proj.backward(dy)
         if self.kind == "relu":
-            dh = F.relu_backward(da, self._act_cache)
+            dh = F.relu_backward(da, self._cache_act)
         elif self.kind == "gelu":
-            dh = F.gelu_backward(da, self._act_cache)
+            dh = F.gelu_backward(da, self._cache_act)
         else:
-            dgate, dup = F.swiglu_backward(da, self._act_cache)
+            dgate, dup = F.swiglu_backward(da, self._cache_act)
             xp = backend.array_module(dgate)
             dh = xp.concatenate([dgate, dup], axis=-1)
-        self._act_cache = None
+        self._cache_act = None
         return self.fc.backward(dh)

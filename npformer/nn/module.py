@@ -100,6 +100,14 @@ class Module:
         for p in self.parameters():
             p.zero_grad()
 
+    def drop_caches(self) -> None:
+        """Forget what the last forward saved for backward (every attribute named ``_cache...``), in this module
+        and all below it: activation recomputation calls this right after a forward."""
+        for m in self.modules():
+            for attr in list(vars(m)):
+                if attr.startswith("_cache"):
+                    setattr(m, attr, None)
+
     def train(self, mode: bool = True) -> "Module":
         for m in self.modules():
             m.training = mode
