@@ -59,12 +59,11 @@ def _grouped_mask(spec: AttentionSpec):
     return m.reshape(mb, spec.Hkv, spec.G, mq, mk).swapaxes(2, 3)
 
 
-def _block_hidden(spec: AttentionSpec, mask5, q0, q1, k0, k1):
+def _block_hidden(xp, spec: AttentionSpec, mask5, q0, q1, k0, k1):
     """Boolean broadcastable to (B, Hkv, q1-q0, G, k1-k0), True where a score is hidden; None when none is.
 
     Returns the string "all" when the causal rule hides the whole block (the block is then skipped).
     """
-    xp = backend.array_module(mask5) if mask5 is not None else backend.xp()
     hidden = None
     if spec.causal:
         shift = spec.Tk - spec.Tq
@@ -114,7 +113,7 @@ def flash_attention_forward(q, k, v, mask=None, causal=False, scale=None, block_
         acc = xp.zeros((B, Hkv, n, D), dtype=dtype)  # running sum of exp(score - m) * v
         for k0 in range(0, Tk, block_k):
             k1 = min(k0 + block_k, Tk)
-            hidden = _block_hidden(spec, mask5, q0, q1, k0, k1)
+            hidden = _block_hidden(xp, spec, mask5, q0, q1, k0, k1)
             if isinstance(hidden, str):  # the causal rule hides this block and (for these queries) all later ones
                 break
             s = xp.matmul(q_blk, kt[:, :, :, k0:k1])  # S = (scale Q) K^T: (B, Hkv, bq*G, bk)
@@ -175,7 +174,7 @@ def flash_attention_backward(dout, cache: FlashAttentionCache):
         dk_blk, dv_blk = dk[:, :, k0:k1], dv[:, :, k0:k1]  # views: += writes into dk, dv
         for q0 in range(0, Tq, block_q):
             q1 = min(q0 + block_q, Tq)
-            hidden = _block_hidden(spec, mask5, q0, q1, k0, k1)
+            hidden = _block_hidden(xp, spec, mask5, q0, q1, k0, k1)
             if isinstance(hidden, str):  # hidden by the causal rule: contributes nothing
                 continue
             n = (q1 - q0) * G
