@@ -20,8 +20,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout as-is
 
 import npformer  # noqa: E402
@@ -30,7 +28,7 @@ from npformer.corpora import stdlib_corpus  # noqa: E402
 from npformer.data import CharTokenizer, train_val_split  # noqa: E402
 from npformer.generate import generate  # noqa: E402
 from npformer.models import GPT, GPTConfig  # noqa: E402
-from npformer.trainer import Trainer, TrainConfig, TrainingDiverged  # noqa: E402
+from npformer.trainer import TrainConfig, Trainer, TrainingDiverged  # noqa: E402
 
 # The baby GPT of nanoGPT's README (CPU overrides), trained a little shorter by default.
 MODEL_DEFAULTS = dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=True)
@@ -73,7 +71,8 @@ def main(argv=None) -> int:
           f"{len(train_ids):,} train / {len(val_ids):,} validation tokens")
 
     overrides = {k: v for k, v in vars(args).items() if k in GPTConfig.__dataclass_fields__ and v is not None}
-    model_config = GPTConfig.preset(args.preset, **overrides, vocab_size=tokenizer.vocab_size, seed=args.seed)
+    overrides.update(vocab_size=tokenizer.vocab_size, seed=args.seed)  # the model's seed is the run's --seed
+    model_config = GPTConfig.preset(args.preset, **overrides)
     model = GPT(model_config)
     train_config = dataclass_from_args(TrainConfig, args)
     print(f"model: {model.num_parameters():,} parameters, {model_config.n_layer} layers, {model_config.n_head} "
