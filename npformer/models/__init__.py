@@ -4,3 +4,8 @@ from .config import PRESETS, GPTConfig
 from .gpt import GPT
 
 __all__ = ["GPT", "GPTConfig", "PRESETS"]
+
+from .encoder import Encoder, EncoderConfig, mask_tokens  # noqa: E402
+from .encoder_decoder import EncoderDecoder, EncoderDecoderConfig  # noqa: E402
+
+__all__ += ["Encoder", "EncoderConfig", "EncoderDecoder", "EncoderDecoderConfig", "mask_tokens"]
