@@ -18,6 +18,7 @@ from .activations import (
 )
 from .attention import attention_backward, attention_forward
 from .flash_attention import flash_attention_backward, flash_attention_forward
+from .fused_loss import lm_head_cross_entropy_backward, lm_head_cross_entropy_forward
 from .linear import embedding_backward, embedding_forward, linear_backward, linear_forward
 from .loss import cross_entropy_backward, cross_entropy_forward
 from .norms import layernorm_backward, layernorm_forward, rmsnorm_backward, rmsnorm_forward

@@ -117,11 +117,49 @@ def gelu_forward(x, approximate: str = "tanh"):
     _check_float("gelu", "x", x)
     xp = backend.array_module(x)
     if approximate == "tanh":
-        u = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)
-        y = 0.5 * x * (1.0 + xp.tanh(u))
+        # y = 0.5 x (1 + tanh(u)), u = k (x + c x^3), computed in place block by block (_gelu_tanh_kernel)
+        x = xp.ascontiguousarray(x)
+        y = xp.empty_like(x)
+        backend.blockwise(_gelu_tanh_kernel, x.reshape(-1), y.reshape(-1))
     else:
         y = 0.5 * x * (1.0 + erf(x * _INV_SQRT2))
     return y, GeluCache(x, approximate)
+
+
+def _gelu_tanh_kernel(x, y):
+    """y = 0.5 x (1 + tanh(k x (1 + c x^2))) into y, with no temporaries (x, y: 1-D blocks)."""
+    xp = backend.array_module(x)
+    xp.multiply(x, x, out=y)  # x^2
+    y *= _SQRT_2_OVER_PI * _GELU_CUBIC
+    y += _SQRT_2_OVER_PI
+    y *= x  # u = k x (1 + c x^2) = k (x + c x^3)
+    xp.tanh(y, out=y)  # t = tanh(u)
+    y += 1.0
+    y *= x
+    y *= 0.5  # y = 0.5 x (1 + t)
+
+
+def _gelu_tanh_backward_kernel(x, dy, dx):
+    """dx = dy * dGELU/dx for the tanh form, block by block (x, dy, dx: 1-D blocks of the same size)."""
+    xp = backend.array_module(x)
+    # forward: y = 0.5 x (1 + t), t = tanh(u), u = k (x + c x^3)
+    # dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,  du/dx = k (1 + 3 c x^2)
+    x2 = x * x
+    t = x2 * (_SQRT_2_OVER_PI * _GELU_CUBIC)
+    t += _SQRT_2_OVER_PI
+    t *= x
+    xp.tanh(t, out=t)  # t = tanh(u), recomputed (the cache keeps only x)
+    x2 *= 3.0 * _SQRT_2_OVER_PI * _GELU_CUBIC
+    x2 += _SQRT_2_OVER_PI  # du/dx
+    x2 *= x
+    x2 *= 0.5  # 0.5 x du/dx
+    xp.multiply(t, t, out=dx)
+    xp.subtract(1.0, dx, out=dx)  # 1 - t^2
+    x2 *= dx  # 0.5 x (1 - t^2) du/dx
+    t += 1.0
+    t *= 0.5
+    t += x2  # dy/dx
+    xp.multiply(dy, t, out=dx)
 
 
 def gelu_backward(dy, cache: GeluCache):
@@ -130,16 +168,16 @@ def gelu_backward(dy, cache: GeluCache):
     xp = backend.array_module(x)
     if approximate == "tanh":
         # forward: y = 0.5 x (1 + t), t = tanh(u), u = k (x + c x^3)
-        # dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)
-        t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))
-        du_dx = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_CUBIC * x * x)
-        local = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx
-    else:
-        # forward: y = x Phi(x), Phi(x) = 0.5 (1 + erf(x / sqrt 2))
-        # dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-        cdf = 0.5 * (1.0 + erf(x * _INV_SQRT2))
-        pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
-        local = cdf + x * pdf
+        # dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)    (_gelu_tanh_backward_kernel, block by block)
+        dy = xp.ascontiguousarray(dy)
+        dx = xp.empty(x.shape, dtype=xp.result_type(dy, x))
+        backend.blockwise(_gelu_tanh_backward_kernel, x.reshape(-1), dy.reshape(-1), dx.reshape(-1))
+        return dx
+    # forward: y = x Phi(x), Phi(x) = 0.5 (1 + erf(x / sqrt 2))
+    # dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+    cdf = 0.5 * (1.0 + erf(x * _INV_SQRT2))
+    pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
+    local = cdf + x * pdf
     return dy * local
 
 

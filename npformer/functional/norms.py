@@ -50,13 +50,30 @@ def layernorm_forward(x, w, b, eps: float = 1e-5):
     if not eps >= 0.0:
         raise ValueError(f"layernorm: eps must be >= 0, got {eps}")
     eps = float(eps)
-    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
-    xc = x - mean
-    var = (xc * xc).mean(axis=-1, keepdims=True)  # (..., 1), biased variance like PyTorch
-    rstd = 1.0 / backend.array_module(x).sqrt(var + eps)
-    xhat = xc * rstd
-    y = xhat * w + b
-    return y, LayerNormCache(xhat, rstd, w)
+    xp = backend.array_module(x)
+    C = x.shape[-1]
+    x2d = x.reshape(-1, C)  # (N, C)
+    xhat = xp.empty(x2d.shape, dtype=x.dtype)
+    rstd = xp.empty((x2d.shape[0], 1), dtype=x.dtype)
+    y = xp.empty(x2d.shape, dtype=x.dtype)
+
+    def kernel(x, xhat, rstd, y):  # a block of rows, every step in place
+        mean = x.sum(axis=-1, keepdims=True)
+        mean *= 1.0 / C  # (n, 1)
+        xp.subtract(x, mean, out=xhat)  # xc = x - mean
+        xp.multiply(xhat, xhat, out=y)  # (y as scratch)
+        var = y.sum(axis=-1, keepdims=True)
+        var *= 1.0 / C  # biased variance like PyTorch
+        var += eps
+        xp.sqrt(var, out=var)
+        xp.divide(1.0, var, out=rstd)  # rstd = 1 / sqrt(var + eps)
+        xhat *= rstd  # xhat = xc * rstd
+        xp.multiply(xhat, w, out=y)
+        y += b  # y = xhat * w + b
+
+    backend.blockwise(kernel, x2d, xhat, rstd, y)
+    lead = tuple(x.shape[:-1])
+    return y.reshape(x.shape), LayerNormCache(xhat.reshape(x.shape), rstd.reshape(lead + (1,)), w)
 
 
 def layernorm_backward(dy, cache: LayerNormCache):
@@ -65,22 +82,37 @@ def layernorm_backward(dy, cache: LayerNormCache):
     dy: (..., C) -> dx: (..., C), dw: (C,), db: (C,)   (dw, db summed over all leading axes).
     """
     xhat, rstd, w = cache
+    xp = backend.array_module(xhat)
+    C = xhat.shape[-1]
+    dy2d = xp.ascontiguousarray(dy).reshape(-1, C)  # (N, C)
+    xhat2d = xhat.reshape(-1, C)
     # forward: y = xhat * w + b
-    db = _sum_rows(dy)  # dL/db = sum over rows of dy
-    dw = _sum_rows(dy * xhat)  # dL/dw = sum over rows of dy * xhat
-    dxhat = dy * w  # dL/dxhat
+    db = dy2d.sum(axis=0)  # dL/db = sum over rows of dy
+    dw = xp.einsum("nc,nc->c", dy2d, xhat2d)  # dL/dw = sum over rows of dy * xhat (no (N, C) temporary)
     # forward: xhat = (x - mean) * rstd, with mean = mean_j(x_j) and rstd = (mean_j((x_j - mean)^2) + eps)^(-1/2).
     # x reaches dx_i along three paths (llm.c's "term 1, term 2, term 3"):
     #   term 1, through x_i directly:        rstd * dxhat_i
     #   term 2, through the mean:           -rstd * mean_j(dxhat_j)
     #   term 3, through rstd (the variance): -rstd * xhat_i * mean_j(dxhat_j * xhat_j)
     # (term 3's mean-path contribution vanishes because the xhat_j sum to zero.)
-    # first, the two reductions:
-    dxhat_mean = dxhat.mean(axis=-1, keepdims=True)
-    dxhat_xhat_mean = (dxhat * xhat).mean(axis=-1, keepdims=True)
-    # then the three terms together:
-    dx = rstd * (dxhat - dxhat_mean - xhat * dxhat_xhat_mean)
-    return dx, dw, db
+    dx = xp.empty(dy2d.shape, dtype=xp.result_type(dy2d, xhat))
+
+    def kernel(dy, xhat, rstd, dx):  # a block of rows, in place in dx and one block-sized scratch
+        xp.multiply(dy, w, out=dx)  # dxhat = dL/dxhat
+        # first, the two reductions:
+        dxhat_mean = dx.sum(axis=-1, keepdims=True)
+        dxhat_mean *= 1.0 / C
+        scratch = dx * xhat
+        dxhat_xhat_mean = scratch.sum(axis=-1, keepdims=True)
+        dxhat_xhat_mean *= 1.0 / C
+        # then the three terms together: dx = rstd * (dxhat - dxhat_mean - xhat * dxhat_xhat_mean)
+        xp.multiply(xhat, dxhat_xhat_mean, out=scratch)
+        dx -= dxhat_mean
+        dx -= scratch
+        dx *= rstd
+
+    backend.blockwise(kernel, dy2d, xhat2d, rstd.reshape(-1, 1), dx)
+    return dx.reshape(xhat.shape), dw, db
 
 
 # ---------------------------------------------------------------------------------------------------------------
