@@ -20,7 +20,7 @@ PAD = 0
 def encoder_configs(draw, n_classes=None):
     n_head = draw(st.integers(1, 2))
     return EncoderConfig(
-        vocab_size=draw(st.integers(3, 7)), max_len=5, n_layer=draw(st.integers(1, 2)), n_head=n_head,
+        vocab_size=draw(st.integers(3, 7)), max_len=8, n_layer=draw(st.integers(1, 2)), n_head=n_head,
         n_embd=n_head * draw(st.sampled_from([2, 4])), ffn_hidden=draw(st.integers(1, 5)),
         ffn_kind=draw(st.sampled_from(["relu", "gelu", "swiglu"])),
         norm=draw(st.sampled_from(["layernorm", "rmsnorm"])), norm_placement=draw(st.sampled_from(["pre", "post"])),

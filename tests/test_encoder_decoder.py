@@ -21,7 +21,7 @@ def seq2seq_configs(draw):
     share = draw(st.booleans())
     src_vocab = draw(st.integers(3, 6))
     return EncoderDecoderConfig(
-        src_vocab_size=src_vocab, tgt_vocab_size=src_vocab if share else draw(st.integers(3, 6)), max_len=5,
+        src_vocab_size=src_vocab, tgt_vocab_size=src_vocab if share else draw(st.integers(3, 6)), max_len=8,
         n_encoder_layer=draw(st.integers(1, 2)), n_decoder_layer=draw(st.integers(1, 2)), n_head=n_head,
         n_embd=n_head * draw(st.sampled_from([2, 4])), ffn_hidden=draw(st.integers(1, 5)),
         ffn_kind=draw(st.sampled_from(["relu", "gelu", "swiglu"])),
