@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
     ap.add_argument("--loss-chunk", type=int, default=0)
+    ap.add_argument("--attn-impl", choices=["plain", "flash"], default="plain")
     ap.add_argument("--blas-threads", type=int, default=1,
                     help="BLAS threads (1: CPU time then measures work, robust to other processes on the machine)")
     ap.add_argument("--release-memory", action="store_true",
@@ -43,7 +44,7 @@ def main() -> None:
         backend.keep_host_memory()
     cfg = dict(CONFIGS[args.config])
     B = cfg.pop("batch_size")
-    model = GPT(GPTConfig(**cfg, loss_chunk=args.loss_chunk))
+    model = GPT(GPTConfig(**cfg, loss_chunk=args.loss_chunk, attn_impl=args.attn_impl))
     opt = AdamW(param_groups(model.named_parameters(), 0.1), lr=1e-3, betas=(0.9, 0.99))
     rng = np.random.default_rng(0)
     T, V = cfg["block_size"], cfg["vocab_size"]

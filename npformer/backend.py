@@ -256,10 +256,10 @@ def blockwise(kernel, *arrays, block_elements: int | None = None) -> None:
     over ``num_threads()`` threads (NumPy releases the GIL inside each ufunc call). On CuPy the kernel runs once
     on the whole arrays.
     """
-    n = arrays[0].shape[0]
-    if array_module(*arrays) is not np or n <= 1:
+    if arrays[0].ndim == 0 or array_module(*arrays) is not np or arrays[0].shape[0] <= 1:
         kernel(*arrays)
         return
+    n = arrays[0].shape[0]
     block_elements = BLOCK_ELEMENTS if block_elements is None else block_elements
     row_size = max(1, arrays[0].size // n)
     rows = max(1, block_elements // row_size)  # rows per block

@@ -14,10 +14,13 @@ groups: decay for matrices, none for biases and norm weights)::
         norm = clip_grad_norm(model.parameters(), 1.0)   # the one host sync of the step
         opt.step()
 
-Updates happen in place, with ``out=`` ufuncs and one shared scratch buffer per (backend, dtype), so a step makes
-no temporaries; moments are kept in the parameter's dtype and every scalar is a Python float, so float32
-parameters stay float32. The same code runs on NumPy and CuPy (the module comes from each parameter's array).
-Create the optimizer after the model has its final backend and dtype: its buffers copy them.
+Updates happen in place, with ``out=`` ufuncs (SGD: one shared scratch buffer per (backend, dtype); AdamW: cache-sized
+blocks through ``backend.blockwise``, so a step makes no parameter-sized temporaries); moments are kept in the
+parameter's dtype and every scalar is a Python float, so float32 parameters stay float32. After
+``model.flatten_parameters()`` each parameter group is one buffer and AdamW, ``grad_norm`` and ``clip_grad_norm``
+work on it in a few whole-buffer passes instead of a loop over dozens of small arrays (GPT models are flat from
+the start). The same code runs on NumPy and CuPy (the module comes from each parameter's array). Create the
+optimizer after the model has its final backend and dtype: its buffers copy them.
 
 State: ``state_dict()`` is a flat dict: JSON-able scalars (``kind``, ``step``, ``param_groups`` with their
 hyperparameters and parameter names) plus host NumPy arrays under ``"<buffer>/<parameter name>"`` (for example
@@ -31,6 +34,40 @@ import math
 import numpy as np
 
 from . import backend
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# flat buffers: parameters that tile one contiguous buffer (Module.flatten_parameters) are updated in one go
+# ---------------------------------------------------------------------------------------------------------------
+def _address(a) -> int:
+    """The address of an array's first element (NumPy or CuPy)."""
+    if backend.array_module(a) is np:
+        return a.__array_interface__["data"][0]
+    return a.data.ptr
+
+
+def _span(arrays, in_order: bool = False):
+    """If ``arrays`` are C-contiguous views that exactly tile one stretch of one 1-D buffer, that stretch as a 1-D
+    view; else None. With ``in_order`` the tiles must also follow each other in the order given."""
+    if not arrays:
+        return None
+    base = arrays[0].base
+    if base is None or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    for a in arrays:
+        if a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous:
+            return None
+    tiles = [(_address(a), a.nbytes) for a in arrays]
+    if not in_order:
+        tiles.sort()
+    start = end = tiles[0][0]
+    for address, nbytes in tiles:
+        if address != end:
+            return None
+        end += nbytes
+    lo = (start - _address(base)) // base.itemsize
+    return base[lo:lo + (end - start) // base.itemsize]
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # parameters and groups
@@ -151,6 +188,7 @@ class Optimizer:
                 xp = backend.array_module(p.data)
                 self.state[pname] = {b: xp.zeros_like(p.data) for b in self._buffers}
         self._scratch: dict[tuple, object] = {}
+        self._flat: dict[int, tuple] = {}  # group index -> (the arrays checked, their flat spans or None)
 
     # -- learning rate --------------------------------------------------------------------------------------
     @property
@@ -191,13 +229,46 @@ class Optimizer:
             self._scratch[key] = buf
         return buf[: p.data.size].reshape(p.data.shape)
 
+    def _flat_spans(self, gi: int, group: dict):
+        """{"param": ..., "grad": ..., buffer: ...}: 1-D views covering the whole group, lined up element for
+        element, when its parameters and gradients tile one buffer each (Module.flatten_parameters); else None.
+
+        The first time it finds flat parameters it moves the group's state buffers into one flat buffer each, in
+        the parameters' memory order (values kept; ``self.state`` then holds views). The answer is cached until
+        some parameter's ``data`` or ``grad`` is replaced by another array."""
+        arrays = tuple(a for p in group["params"] for a in (p.data, p.grad))
+        cached = self._flat.get(gi)
+        if cached is not None and len(cached[0]) == len(arrays) and all(a is b for a, b in zip(cached[0], arrays)):
+            return cached[1]
+        spans = None
+        order = sorted(zip(group["names"], group["params"]), key=lambda item: _address(item[1].data))
+        param_span = _span([p.data for _, p in order], in_order=True)
+        grad_span = _span([p.grad for _, p in order], in_order=True)
+        if param_span is not None and grad_span is not None:
+            spans = {"param": param_span, "grad": grad_span}
+            for b in self._buffers:
+                bufs = [self.state[name][b] for name, _ in order]
+                span = _span(bufs, in_order=True)
+                if span is None:  # lay this state buffer out flat, in the parameters' order
+                    xp = backend.array_module(param_span)
+                    span = xp.empty_like(param_span)
+                    offset = 0
+                    for (name, _), old in zip(order, bufs):
+                        view = span[offset:offset + old.size].reshape(old.shape)
+                        view[...] = old
+                        self.state[name][b] = view
+                        offset += old.size
+                spans[b] = span
+        self._flat[gi] = (arrays, spans)
+        return spans
+
     def step(self) -> None:
         """Apply one update to every parameter from its ``.grad``."""
         self.step_count += 1
-        for group in self.param_groups:
-            self._update_group(group)
+        for gi, group in enumerate(self.param_groups):
+            self._update_group(group, self._flat_spans(gi, group))
 
-    def _update_group(self, group: dict) -> None:  # pragma: no cover - abstract
+    def _update_group(self, group: dict, flat) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @staticmethod
@@ -306,7 +377,7 @@ class SGD(Optimizer):
         if h["nesterov"] and h["momentum"] <= 0.0:
             raise ValueError(f"{where}: Nesterov momentum needs momentum > 0, got {h['momentum']}")
 
-    def _update_group(self, group: dict) -> None:
+    def _update_group(self, group: dict, flat) -> None:
         lr, mu, wd = float(group["lr"]), float(group["momentum"]), float(group["weight_decay"])
         for pname, p in zip(group["names"], group["params"]):
             xp = backend.array_module(p.data)
@@ -370,18 +441,18 @@ class AdamW(Optimizer):
                 raise ValueError(f"{where}: betas[{i}] must be in [0, 1), got {b!r}")
         h["betas"] = (float(betas[0]), float(betas[1]))
 
-    def _update_group(self, group: dict) -> None:
+    def _update_group(self, group: dict, flat) -> None:
         lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
         b1, b2 = group["betas"]
         t = self.step_count
         step_size = lr / (1.0 - b1**t)  # lr / bias_correction1
         inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - b2**t)  # 1 / sqrt(bias_correction2)
-        for pname, p in zip(group["names"], group["params"]):
-            xp = backend.array_module(p.data)
-            s = self._scratch_for(p)
-            m, v, g = self.state[pname]["exp_avg"], self.state[pname]["exp_avg_sq"], p.grad
+
+        def update(p, g, m, v):  # in place, on a block of rows of one parameter (or of the flat group)
+            xp = backend.array_module(p)
+            s = xp.empty_like(g)  # one block-sized scratch
             if wd != 0.0:
-                p.data *= 1.0 - lr * wd  # p = p - lr * wd * p
+                p *= 1.0 - lr * wd  # p = p - lr * wd * p
             m *= b1  # m = b1 * m + (1 - b1) * g
             xp.multiply(g, 1.0 - b1, out=s)
             m += s
@@ -394,7 +465,14 @@ class AdamW(Optimizer):
             s += eps
             xp.divide(m, s, out=s)  # p = p - step_size * m / denom
             s *= -step_size
-            p.data += s
+            p += s
+
+        if flat is not None:  # the whole group is one buffer: a few passes over it, block by block
+            backend.blockwise(update, flat["param"], flat["grad"], flat["exp_avg"], flat["exp_avg_sq"])
+            return
+        for pname, p in zip(group["names"], group["params"]):
+            state = self.state[pname]
+            backend.blockwise(update, p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -402,10 +480,12 @@ class AdamW(Optimizer):
 # ---------------------------------------------------------------------------------------------------------------
 def grad_norm(params):
     """The global L2 norm of all gradients, as a 0-d array on the parameters' backend (no host sync)."""
+    grads = [p.grad for p in _params_only(params, "grad_norm")]
+    flat = _span(grads)
     total = None
-    for p in _params_only(params, "grad_norm"):
-        xp = backend.array_module(p.grad)
-        g = p.grad.reshape(-1)
+    for g in [flat] if flat is not None else grads:  # one dot over a flat buffer, else one per gradient
+        xp = backend.array_module(g)
+        g = g.reshape(-1)
         sq = xp.dot(g, g)  # sum of squares of this gradient, in its dtype, without a g*g temporary
         total = sq if total is None else total + sq
     if total is None:
@@ -427,8 +507,10 @@ def clip_grad_norm(params, max_norm: float) -> float:
         return norm
     coef = max_norm / (norm + 1e-6)
     if coef < 1.0:
-        for p in params:
-            p.grad *= coef
+        grads = [p.grad for p in params]
+        flat = _span(grads)
+        for g in [flat] if flat is not None else grads:
+            g *= coef
     return norm
 
 

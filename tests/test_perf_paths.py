@@ -153,3 +153,55 @@ def test_float32_training_step_stays_float32(options):
     for pname, bufs in opt.state.items():
         for b, arr in bufs.items():
             assert arr.dtype == np.float32, f"{b}/{pname}"
+
+
+@pytest.mark.parametrize("when", ["before_optimizer", "after_optimizer"])
+@given(seed=seeds(), clip=st.sampled_from([1e-3, 10.0]))
+def test_flat_parameters_train_exactly_like_separate_ones(when, seed, clip):
+    """flatten_parameters changes where parameters live, not what a step computes: AdamW on the flat buffers
+    (a few whole-group passes) gives bit-identical parameters and optimizer state; grad_norm over one buffer is
+    one dot product instead of a sum of dots, so when clipping scales the gradients they agree to rounding."""
+    from npformer.optim import grad_norm
+
+    rng = np.random.default_rng(seed)
+    idx, tgt = rng.integers(0, 11, size=(2, 5)), rng.integers(0, 11, size=(2, 5))
+    runs = []
+    for flat in (False, True):
+        model = GPT(GPTConfig(vocab_size=11, block_size=5, n_layer=2, n_head=2, n_embd=8, tie_embeddings=False,
+                              seed=seed % 100))
+        before = {n: backend.to_numpy(p.data).copy() for n, p in model.named_parameters()}
+        if flat and when == "before_optimizer":
+            assert model.flatten_parameters() == model.num_parameters()
+        opt = AdamW(param_groups(model.named_parameters(), 0.1), lr=1e-2, betas=(0.9, 0.99))
+        if flat and when == "after_optimizer":
+            model.flatten_parameters()
+        if flat:
+            for n, p in model.named_parameters():
+                np.testing.assert_array_equal(backend.to_numpy(p.data), before[n])
+            assert all(opt._flat_spans(gi, g) is not None for gi, g in enumerate(opt.param_groups))
+        norms = []
+        for _ in range(3):
+            model.zero_grad()
+            model.loss(idx, tgt)
+            model.backward()
+            norms.append(backend.to_float(grad_norm(model.parameters())))
+            clip_grad_norm(model.parameters(), clip)
+            opt.step()
+        runs.append((norms, {n: backend.to_numpy(p.data).copy() for n, p in model.named_parameters()},
+                     opt.state_dict()))
+    assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-6)
+    clipped = min(runs[0][0]) > clip
+    arrays = [(name, runs[1][1][name], value) for name, value in runs[0][1].items()]
+    arrays += [(key, runs[1][2][key], value) for key, value in runs[0][2].items() if isinstance(value, np.ndarray)]
+    for name, got, want in arrays:
+        if clipped:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_flatten_parameters_refuses_mixed_dtypes():
+    model = GPT(GPTConfig(vocab_size=5, block_size=2, n_layer=1, n_head=1, n_embd=4))
+    model.wte.weight.data = model.wte.weight.data.astype(np.float64)
+    with pytest.raises(ValueError, match="^flatten_parameters: .*several dtypes"):
+        model.flatten_parameters()

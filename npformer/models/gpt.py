@@ -43,6 +43,9 @@ class GPT(Module):
         self.lm_head = None if cfg.tie_embeddings else Parameter(nn_init.normal(rng, (C, cfg.vocab_size)))
         self._sinusoid = None
         self._state = None
+        # all parameters (and gradients) as views of one buffer: AdamW and clipping then run a few passes over
+        # the whole model instead of a loop over ~16 arrays per layer (values and p.data / p.grad unchanged)
+        self.flatten_parameters()
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def head_weight(self):

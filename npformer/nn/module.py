@@ -95,6 +95,40 @@ class Module:
     def num_parameters(self) -> int:
         return sum(p.size for p in self.parameters())
 
+    def flatten_parameters(self) -> int:
+        """Move every parameter's data (and gradient) into one contiguous buffer, each Parameter's ``data`` and
+        ``grad`` becoming a view of its slice; returns the number of elements.
+
+        Nothing else changes: values are copied over, ``p.data`` / ``p.grad`` are still arrays of the same shape
+        and dtype that layers read and ``+=`` into. What it buys is speed: the optimizers, ``grad_norm`` and
+        ``clip_grad_norm`` notice parameters that tile one buffer and update them with a handful of calls over
+        the whole buffer instead of a dozen calls per parameter. Parameters are laid out with those that take
+        weight decay first (``param_groups``' order), so each parameter group is one slice. Create the optimizer
+        afterwards or before, either works; a later ``astype`` un-flattens (the per-parameter path then runs).
+        """
+        params = self.parameters()
+        ordered = [p for p in params if not p.no_decay] + [p for p in params if p.no_decay]
+        if not ordered:
+            return 0
+        xp = backend.array_module(*(p.data for p in ordered))
+        dtype = ordered[0].data.dtype
+        if any(p.data.dtype != dtype for p in ordered):
+            kinds = sorted({str(p.data.dtype) for p in ordered})
+            raise ValueError(f"flatten_parameters: the parameters have several dtypes {kinds}; one buffer needs one")
+        total = sum(p.size for p in ordered)
+        data = xp.empty((total,), dtype=dtype)
+        grad = xp.zeros((total,), dtype=dtype)
+        offset = 0
+        for p in ordered:
+            n = p.size
+            view = data[offset:offset + n].reshape(p.data.shape)
+            view[...] = p.data
+            gview = grad[offset:offset + n].reshape(p.data.shape)
+            gview[...] = p.grad
+            p.data, p.grad = view, gview
+            offset += n
+        return total
+
     # -- gradients and modes --------------------------------------------------------------------------------
     def zero_grad(self) -> None:
         for p in self.parameters():
