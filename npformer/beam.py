@@ -52,6 +52,13 @@ class DecoderCache:
             self.k, self.v = self.k[index], self.v[index]
 
 
+def _stable_argsort(a):
+    """argsort along the last axis, ties kept in index order. CuPy's argsort is always stable and (in some
+    versions) takes no ``kind``; NumPy's default is not stable."""
+    xp = backend.array_module(a)
+    return xp.argsort(a, axis=-1, kind="stable") if xp is np else xp.argsort(a, axis=-1)
+
+
 def _check(model, src, max_len: int, bos: int, eos: int) -> None:
     cfg = model.config
     if not isinstance(max_len, int) or max_len < 1:
@@ -173,13 +180,13 @@ def beam_search(model, src, beam_width: int, max_len: int, bos: int, eos: int, l
             logp = logits - (m + xp.log(xp.exp(logits - m).sum(axis=-1, keepdims=True)))  # log-softmax
             # a finished hypothesis can only be extended by pad, at no cost: its score stays frozen
             flat_done = finished.reshape(-1)
-            logp[flat_done] = -math.inf
-            logp[flat_done, pad] = 0.0
+            logp = xp.where(flat_done[:, None], -math.inf, logp)
+            logp[:, pad] = xp.where(flat_done, 0.0, logp[:, pad])
             cand = scores[:, :, None] + logp.reshape(B, K, V)  # (B, K, V) raw scores of every extension
             cand_len = xp.where(finished, lengths, float(t + 1))[:, :, None]  # (B, K, 1)
             ranked = cand / length_penalty_factor(cand_len, alpha) if alpha > 0.0 else cand
             # the K best of K*V candidates per source; a stable sort breaks ties by the lowest index, as argmax
-            order = xp.argsort(-ranked.reshape(B, K * V), axis=1, kind="stable")[:, :K]  # (B, K)
+            order = _stable_argsort(-ranked.reshape(B, K * V))[:, :K]  # (B, K)
             origin, tok = order // V, order % V  # which beam each winner extends, and with which token
             scores = xp.take_along_axis(cand.reshape(B, K * V), order, axis=1)
             prev_done = xp.take_along_axis(finished, origin, axis=1)
