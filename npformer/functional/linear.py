@@ -69,8 +69,8 @@ def linear_backward(dy, cache: LinearCache):
     dx = (dy2d @ w.T).reshape(x_shape)
     # dL/dw[i, o] = sum_n x[n, i] * dy[n, o]    -> dw = x.T @ dy, one GEMM over all N rows
     dw = x2d.T @ dy2d
-    # dL/db[o] = sum_n dy[n, o]
-    db = dy2d.sum(axis=0) if has_bias else None
+    # dL/db[o] = sum_n dy[n, o]    -> db = 1^T dy, a matrix-vector product (BLAS beats a column reduction)
+    db = backend.array_module(dy2d).ones((dy2d.shape[0],), dtype=dy2d.dtype) @ dy2d if has_bias else None
     return dx, dw, db
 
 

@@ -56,14 +56,13 @@ def layernorm_forward(x, w, b, eps: float = 1e-5):
     xhat = xp.empty(x2d.shape, dtype=x.dtype)
     rstd = xp.empty((x2d.shape[0], 1), dtype=x.dtype)
     y = xp.empty(x2d.shape, dtype=x.dtype)
+    mean_weights = xp.full((C, 1), 1.0 / C, dtype=x.dtype)  # row means as a matrix-vector product (BLAS)
 
     def kernel(x, xhat, rstd, y):  # a block of rows, every step in place
-        mean = x.sum(axis=-1, keepdims=True)
-        mean *= 1.0 / C  # (n, 1)
+        mean = x @ mean_weights  # (n, 1)
         xp.subtract(x, mean, out=xhat)  # xc = x - mean
         xp.multiply(xhat, xhat, out=y)  # (y as scratch)
-        var = y.sum(axis=-1, keepdims=True)
-        var *= 1.0 / C  # biased variance like PyTorch
+        var = y @ mean_weights  # biased variance like PyTorch
         var += eps
         xp.sqrt(var, out=var)
         xp.divide(1.0, var, out=rstd)  # rstd = 1 / sqrt(var + eps)
@@ -96,15 +95,14 @@ def layernorm_backward(dy, cache: LayerNormCache):
     #   term 3, through rstd (the variance): -rstd * xhat_i * mean_j(dxhat_j * xhat_j)
     # (term 3's mean-path contribution vanishes because the xhat_j sum to zero.)
     dx = xp.empty(dy2d.shape, dtype=xp.result_type(dy2d, xhat))
+    mean_weights = xp.full((C, 1), 1.0 / C, dtype=dx.dtype)  # row means as a matrix-vector product (BLAS)
 
     def kernel(dy, xhat, rstd, dx):  # a block of rows, in place in dx and one block-sized scratch
         xp.multiply(dy, w, out=dx)  # dxhat = dL/dxhat
         # first, the two reductions:
-        dxhat_mean = dx.sum(axis=-1, keepdims=True)
-        dxhat_mean *= 1.0 / C
+        dxhat_mean = dx @ mean_weights  # (n, 1)
         scratch = dx * xhat
-        dxhat_xhat_mean = scratch.sum(axis=-1, keepdims=True)
-        dxhat_xhat_mean *= 1.0 / C
+        dxhat_xhat_mean = scratch @ mean_weights
         # then the three terms together: dx = rstd * (dxhat - dxhat_mean - xhat * dxhat_xhat_mean)
         xp.multiply(xhat, dxhat_xhat_mean, out=scratch)
         dx -= dxhat_mean

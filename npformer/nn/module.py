@@ -127,10 +127,15 @@ class Module:
             gview[...] = p.grad
             p.data, p.grad = view, gview
             offset += n
+        self._flat_grads = (ordered, grad)  # for zero_grad
         return total
 
     # -- gradients and modes --------------------------------------------------------------------------------
     def zero_grad(self) -> None:
+        flat = getattr(self, "_flat_grads", None)
+        if flat is not None and all(p.grad.base is flat[1] for p in flat[0]):
+            flat[1][...] = 0  # flattened (and still so): one fill instead of one per parameter
+            return
         for p in self.parameters():
             p.zero_grad()
 
