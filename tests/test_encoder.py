@@ -27,7 +27,8 @@ def encoder_configs(draw, n_classes=None):
         positions=draw(st.sampled_from(["learned", "sinusoidal"])), scale_embeddings=draw(st.booleans()),
         bias=draw(st.booleans()), dropout=0.0, pad_id=PAD, mlm_head=True,
         n_classes=draw(st.integers(1, 3)) if n_classes is None else n_classes,
-        pooling=draw(st.sampled_from(["first", "mean"])), seed=draw(st.integers(0, 100)),
+        pooling=draw(st.sampled_from(["first", "mean"])), attn_impl=draw(st.sampled_from(["plain", "flash"])),
+        seed=draw(st.integers(0, 100)),
     )
 
 

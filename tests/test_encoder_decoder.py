@@ -28,7 +28,8 @@ def seq2seq_configs(draw):
         norm=draw(st.sampled_from(["layernorm", "rmsnorm"])), norm_placement=draw(st.sampled_from(["pre", "post"])),
         positions=draw(st.sampled_from(["learned", "sinusoidal"])), scale_embeddings=draw(st.booleans()),
         bias=draw(st.booleans()), dropout=0.0, label_smoothing=draw(st.sampled_from([0.0, 0.1])),
-        share_embeddings=share, tie_output=draw(st.booleans()), pad_id=PAD, seed=draw(st.integers(0, 100)),
+        share_embeddings=share, tie_output=draw(st.booleans()), pad_id=PAD,
+        attn_impl=draw(st.sampled_from(["plain", "flash"])), seed=draw(st.integers(0, 100)),
     )
 
 
