@@ -56,6 +56,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     npformer.set_backend(args.backend)
+    npformer.backend.keep_host_memory()  # reuse freed activation memory instead of faulting it in every step
 
     if args.data:
         with open(args.data, encoding="utf-8") as f:
