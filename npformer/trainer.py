@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import BatchSampler
 from .nn import Dropout
 from .optim import AdamW, clip_grad_norm, param_groups
@@ -119,6 +119,8 @@ class Trainer:
 
     def _set_dropout_states(self, states: list) -> None:
         dropouts = [m for m in self.model.modules() if isinstance(m, Dropout)]
+        if len(states) != len(dropouts):
+            raise CheckpointError(f"checkpoint has {len(states)} dropout generator states, the model {len(dropouts)}")
         for m, state in zip(dropouts, states):
             m.seeds.bit_generator.state = state
 
@@ -145,9 +147,15 @@ class Trainer:
         continues exactly as an uninterrupted one would."""
         path = path or self._path(self.CHECKPOINT)
         ckpt = load_checkpoint(path)
+        meta = ckpt.meta
+        missing = [k for k in ("step", "train_sampler", "val_sampler") if k not in meta]
+        if ckpt.optimizer is None:
+            missing.append("optimizer state")
+        if missing:
+            raise CheckpointError(f"{path}: cannot resume training from it, it has no {', '.join(missing)} "
+                                  "(was it written by another program?)")
         self.model.load_state_dict(ckpt.params)
         self.optimizer.load_state_dict(ckpt.optimizer)
-        meta = ckpt.meta
         self.step = int(meta["step"])
         self.train_batches.load_state_dict(meta["train_sampler"])
         self.val_batches.load_state_dict(meta["val_sampler"])

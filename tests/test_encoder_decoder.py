@@ -178,3 +178,15 @@ def test_config_and_input_errors_are_named():
         model.loss(src, np.array([[1, 2]]), np.array([[1, 2, 3]]))
     with pytest.raises(RuntimeError, match="call loss"):
         model.backward()
+
+
+def test_unsigned_token_ids_give_the_same_loss():
+    """uint8 ids (as a compact dataset might store them) must not wrap the ignore index into a real class."""
+    cfg = EncoderDecoderConfig(src_vocab_size=9, tgt_vocab_size=7, max_len=6, n_encoder_layer=1,
+                               n_decoder_layer=1, n_head=2, n_embd=8)
+    model = EncoderDecoder(cfg)
+    src, tgt_in, tgt_out, _ = _batch(np.random.default_rng(1), cfg, 3, 5, 4)
+    assert (np.asarray(tgt_out) == PAD).any()  # the case that matters: padded targets
+    losses = [backend.to_float(model.loss(*(backend.asarray(np.asarray(a).astype(dt)) for a in (src, tgt_in, tgt_out))))
+              for dt in (np.int64, np.uint8)]
+    assert losses[0] == losses[1]

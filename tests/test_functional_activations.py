@@ -30,6 +30,14 @@ def gelu_reference(x, approximate):
 # ---------------------------------------------------------------------------------------------------------------
 # erf
 # ---------------------------------------------------------------------------------------------------------------
+def test_numpy_erf_float32_is_accurate_to_a_few_ulp():
+    # the float32 path (A&S 7.1.26 in float32) against the C library's erf; it must stay float32
+    x = np.linspace(-7.0, 7.0, 100_001).astype(np.float32)
+    y = _erf_numpy(x)
+    assert y.dtype == np.float32
+    assert np.abs(y.astype(np.float64) - math_erf(x.astype(np.float64))).max() < 6e-7
+
+
 def test_numpy_erf_matches_math_erf():
     # our own float64 erf (used when SciPy is absent) against the C library, across both branches and the split
     x = np.concatenate([np.linspace(-9.0, 9.0, 40001), [0.0, -0.0, 1e-300, 2.5, np.nextafter(2.5, 0), 1e300]])

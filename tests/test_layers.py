@@ -7,8 +7,16 @@ from hypothesis import strategies as st
 
 from npformer import backend
 from npformer.gradcheck import check_layer, check_model
-from npformer.nn import (Embedding, FeedForward, LayerNorm, Linear, MultiHeadAttention, RMSNorm, TransformerBlock,
-                         padding_mask)
+from npformer.nn import (
+    Embedding,
+    FeedForward,
+    LayerNorm,
+    Linear,
+    MultiHeadAttention,
+    RMSNorm,
+    TransformerBlock,
+    padding_mask,
+)
 
 from .strategies import GRAD_ATOL, GRAD_RTOL, dims, normal_array, seeds
 
@@ -188,3 +196,30 @@ def test_float32_layers_stay_float32():
     dx = block.backward(backend.xp().ones_like(y))
     assert dx.dtype == np.float32
     assert all(p.grad.dtype == np.float32 for p in block.parameters())
+
+
+def test_astype_round_trips_bias_free_and_sinusoidal_models():
+    from npformer.models import GPT, GPTConfig
+
+    for positions in ("sinusoidal", "learned"):
+        model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=4, bias=False,
+                              positions=positions))
+        ids = np.array([[1, 2, 3]])
+        model.forward(ids)  # builds the float32 tables
+        for dtype in (np.float64, np.float32):
+            model.astype(dtype)
+            assert model.forward(ids).dtype == dtype
+
+
+def test_rope_with_cache_needs_positions_and_batches_must_match():
+    class Cache:
+        def update(self, k, v):
+            return k, v
+
+    layer = MultiHeadAttention(8, 2, rope=True)
+    with pytest.raises(ValueError, match="pass the new tokens' positions"):
+        layer.forward(backend.asarray(np.zeros((1, 1, 8), np.float32)), kv_cache=Cache())
+    cross = MultiHeadAttention(8, 2, cross=True)
+    with pytest.raises(ValueError, match="context batch 3 != query batch 2"):
+        cross.forward(backend.asarray(np.zeros((2, 1, 8), np.float32)),
+                      context=backend.asarray(np.zeros((3, 4, 8), np.float32)))

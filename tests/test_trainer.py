@@ -108,3 +108,12 @@ def test_train_config_errors():
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         TrainConfig(batch_size=0).validate()
     assert backend.get_backend() == "numpy"
+
+
+def test_resume_names_what_a_checkpoint_lacks(tmp_path):
+    from npformer.checkpoint import CheckpointError, save_checkpoint
+
+    trainer = _trainer(tmp_path, 3, dropout=0.0)
+    save_checkpoint(str(tmp_path / "ckpt.npz"), params=trainer.model.state_dict(), meta={"note": "weights only"})
+    with pytest.raises(CheckpointError, match="no step, train_sampler, val_sampler, optimizer state"):
+        trainer.resume()

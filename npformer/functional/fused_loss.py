@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .. import backend
+from .loss import target_weights
 
 DEFAULT_CHUNK = 1024  # rows per chunk: 1024 x 50257 float32 logits are ~200 MB
 
@@ -43,8 +44,8 @@ def _check(x, w, targets, chunk) -> None:
     if getattr(targets, "dtype", None) is None or targets.dtype.kind not in "iu":
         raise TypeError(f"{op}: targets must be an integer array, got "
                         f"{getattr(targets, 'dtype', type(targets).__name__)}")
-    if w.ndim != 2:
-        raise ValueError(f"{op}: w must be 2-D (C, V), got shape {tuple(w.shape)}")
+    if w.ndim != 2 or w.shape[1] < 1:
+        raise ValueError(f"{op}: w must be 2-D (C, V) with V >= 1, got shape {tuple(w.shape)}")
     if x.ndim < 1 or x.shape[-1] != w.shape[0]:
         raise ValueError(f"{op}: x {tuple(x.shape)} must end in C = {w.shape[0]} channels to match w "
                          f"{tuple(w.shape)}")
@@ -71,15 +72,7 @@ def lm_head_cross_entropy_forward(x, w, targets, ignore_index: int = -100, chunk
     x2d = x.reshape(-1, C)  # (N, C)
     flat_targets = targets.reshape(-1)  # (N,)
     N = x2d.shape[0]
-    kept = flat_targets != ignore_index
-    bad = kept & ((flat_targets < 0) | (flat_targets >= V))
-    if bool(bad.any()):  # one sync per call; CuPy would silently wrap a bad index
-        first = int(flat_targets[bad][0])
-        raise ValueError(f"lm_head_cross_entropy: target {first} is out of range for V={V} (targets must be in "
-                         f"[0, {V}) or equal ignore_index={ignore_index})")
-    safe_targets = xp.where(kept, flat_targets, 0)  # ignored rows index class 0, then get weight 0
-    count = xp.maximum(kept.sum(), 1).astype(dtype)  # all ignored: divide 0 by 1, not 0 by 0
-    weight = kept.astype(dtype) / count  # (N,)
+    safe_targets, weight = target_weights("lm_head_cross_entropy", flat_targets, V, ignore_index, dtype)
 
     lse = xp.empty((N,), dtype=dtype)
     total = xp.zeros((), dtype=dtype)

@@ -19,6 +19,25 @@ class CrossEntropyCache(NamedTuple):
     shape: tuple  # logits' original shape (..., V)
 
 
+def target_weights(op: str, flat_targets, vocab: int, ignore_index: int, dtype):
+    """Validate targets and turn them into (safe_targets, weight), both (N,).
+
+    safe_targets: the targets with ignored positions replaced by class 0 (a valid index; their weight is 0);
+    weight: 1 / (number of kept positions) where kept, 0 where ignored, in ``dtype``: the mean over kept positions
+    is then sum(weight * per_position). Shared by cross_entropy and the fused lm_head_cross_entropy.
+    """
+    xp = backend.array_module(flat_targets)
+    kept = flat_targets != ignore_index  # (N,) bool
+    bad = kept & ((flat_targets < 0) | (flat_targets >= vocab))
+    if bool(bad.any()):  # one sync per call; CuPy would silently wrap a bad index
+        first = int(flat_targets[bad][0])
+        raise ValueError(f"{op}: target {first} is out of range for V={vocab} (targets must be in "
+                         f"[0, {vocab}) or equal ignore_index={ignore_index})")
+    safe_targets = xp.where(kept, flat_targets, 0)
+    count = xp.maximum(kept.sum(), 1).astype(dtype)  # all ignored: divide 0 by 1, not 0 by 0
+    return safe_targets, kept.astype(dtype) / count
+
+
 def cross_entropy_forward(logits, targets, ignore_index: int = -100, label_smoothing: float = 0.0):
     """Mean negative log-likelihood over the positions whose target is not ignore_index.
 
@@ -50,13 +69,7 @@ def cross_entropy_forward(logits, targets, ignore_index: int = -100, label_smoot
 
     flat_logits = logits.reshape(-1, vocab)  # (N, V)
     flat_targets = targets.reshape(-1)  # (N,)
-    kept = flat_targets != ignore_index  # (N,) bool
-    bad = kept & ((flat_targets < 0) | (flat_targets >= vocab))
-    if bool(bad.any()):  # one sync per call; CuPy would silently wrap a bad index
-        first = int(flat_targets[bad][0])
-        raise ValueError(f"cross_entropy: target {first} is out of range for V={vocab} (targets must be in "
-                         f"[0, {vocab}) or equal ignore_index={ignore_index})")
-    safe_targets = xp.where(kept, flat_targets, 0)  # ignored rows index class 0, then get weight 0
+    safe_targets, weight = target_weights("cross_entropy", flat_targets, vocab, ignore_index, dtype)
 
     # log p[v] = logits[v] - lse, with lse = m + log(sum_v exp(logits[v] - m)), m = max_v logits[v]
     m = flat_logits.max(axis=-1, keepdims=True)  # (N, 1)
@@ -70,8 +83,6 @@ def cross_entropy_forward(logits, targets, ignore_index: int = -100, label_smoot
     else:
         per_position = nll  # (no 0 * smooth term: it would be NaN for logits of -inf)
 
-    count = xp.maximum(kept.sum(), 1).astype(dtype)  # all ignored: divide 0 by 1, not 0 by 0
-    weight = kept.astype(dtype) / count  # (N,)
     loss = xp.asarray((per_position * weight).sum(), dtype=dtype)
     return loss, CrossEntropyCache(flat_logits, lse, safe_targets, weight, eps, tuple(logits.shape))
 

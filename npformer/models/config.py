@@ -28,6 +28,7 @@ class GPTConfig:
     n_embd: int = 128
     ffn_hidden: int | None = None
     ffn_kind: str = "gelu"
+    gelu_approximate: str = "tanh"  # "tanh" (GPT-2) or "none" (exact erf form, PyTorch's nn.GELU() default)
     norm: str = "layernorm"
     norm_placement: str = "pre"
     positions: str = "learned"
@@ -61,8 +62,9 @@ class GPTConfig:
                 problems.append(f"n_kv_head={self.n_kv_head} does not divide n_head={self.n_head}")
             if self.positions == "rope" and (self.n_embd // self.n_head) % 2:
                 problems.append(f"RoPE needs an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
-        for name, allowed in (("ffn_kind", FFN_KINDS), ("norm", NORMS), ("norm_placement", PLACEMENTS),
-                              ("positions", POSITIONS), ("attn_impl", ATTENTION_IMPLS)):
+        for name, allowed in (("ffn_kind", FFN_KINDS), ("gelu_approximate", ("tanh", "none")), ("norm", NORMS),
+                              ("norm_placement", PLACEMENTS), ("positions", POSITIONS),
+                              ("attn_impl", ATTENTION_IMPLS)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0.0 <= self.dropout < 1.0:

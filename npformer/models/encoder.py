@@ -23,7 +23,17 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..nn import Dropout, Embedding, Linear, Module, Parameter, TransformerBlock, make_norm, padding_mask
+from ..nn import (
+    Dropout,
+    Embedding,
+    Linear,
+    Module,
+    Parameter,
+    SinusoidalTable,
+    TransformerBlock,
+    make_norm,
+    padding_mask,
+)
 from ..nn import init as nn_init
 
 FFN_KINDS = ("relu", "gelu", "swiglu")
@@ -147,13 +157,7 @@ class InputEmbedding(Module):
         self.pos = Embedding(max_len, dim, rng=rng) if positions == "learned" else None
         self.positions, self.max_len, self.dim, self.scale = positions, max_len, dim, float(scale)
         self.drop = Dropout(dropout, seed=seed)
-        self._sinusoid = None
-
-    def _sinusoid_rows(self, start: int, stop: int, dtype):
-        """Rows start..stop-1 of the sinusoidal table (which grows on demand: it has no parameters)."""
-        if self._sinusoid is None or self._sinusoid.shape[0] < stop or self._sinusoid.dtype != dtype:
-            self._sinusoid = F.sinusoidal_positions(max(stop, self.max_len), self.dim, dtype=dtype)
-        return self._sinusoid[start:stop]
+        self.sinusoid = SinusoidalTable(dim, min_len=max_len)
 
     def forward(self, ids, pos_offset: int = 0):
         T = ids.shape[1]
@@ -167,7 +171,7 @@ class InputEmbedding(Module):
             xp = backend.array_module(x)
             x = x + self.pos.forward(xp.arange(pos_offset, pos_offset + T, dtype=np.int64))
         else:
-            x = x + self._sinusoid_rows(pos_offset, pos_offset + T, x.dtype)
+            x = x + self.sinusoid.rows(pos_offset, pos_offset + T, x.dtype)
         return self.drop.forward(x)
 
     def backward(self, dx) -> None:

@@ -194,7 +194,7 @@ class EncoderDecoder(Module):
         eps = self.config.label_smoothing if label_smoothing is None else label_smoothing
         logits = self.forward(src, tgt_in)
         xp = backend.array_module(tgt_out)
-        targets = xp.where(tgt_out == self.config.pad_id, IGNORE_INDEX, tgt_out)
+        targets = xp.where(tgt_out == self.config.pad_id, IGNORE_INDEX, tgt_out.astype(xp.int64))  # uint ids: no wrap
         loss, cache = F.cross_entropy_forward(logits, targets, ignore_index=IGNORE_INDEX, label_smoothing=eps)
         self._state = cache
         return loss

@@ -14,7 +14,7 @@ import math
 
 from .. import backend
 from .. import functional as F
-from ..nn import Dropout, Embedding, Module, Parameter, TransformerBlock, make_norm
+from ..nn import Dropout, Embedding, Module, Parameter, SinusoidalTable, TransformerBlock, make_norm
 from ..nn import init as nn_init
 from .config import GPTConfig
 
@@ -35,13 +35,13 @@ class GPT(Module):
                              norm=cfg.norm, placement=cfg.norm_placement, bias=cfg.bias, dropout=cfg.dropout,
                              causal=True, rope=cfg.positions == "rope", rope_base=cfg.rope_base,
                              proj_std=proj_std, attn_impl=cfg.attn_impl, rng=rng, seed=cfg.seed * 7919 + 10 + i,
-                             recompute=cfg.recompute)
+                             recompute=cfg.recompute, gelu_approximate=cfg.gelu_approximate)
             for i in range(cfg.n_layer)
         ]
         # post-LN blocks end in a norm already; pre-LN stacks need one before the head
         self.norm_f = make_norm(cfg.norm, C, bias=cfg.bias) if cfg.norm_placement == "pre" else None
         self.lm_head = None if cfg.tie_embeddings else Parameter(nn_init.normal(rng, (C, cfg.vocab_size)))
-        self._sinusoid = None
+        self.sinusoid = SinusoidalTable(C, min_len=cfg.block_size)
         self._state = None
         # all parameters (and gradients) as views of one buffer: AdamW and clipping then run a few passes over
         # the whole model instead of a loop over ~16 arrays per layer (values and p.data / p.grad unchanged)
@@ -65,14 +65,6 @@ class GPT(Module):
     def _positions(self, T: int, pos_offset: int):
         return backend.array_module(self.wte.weight.data).arange(pos_offset, pos_offset + T, dtype="int64")
 
-    def _sinusoid_rows(self, positions):
-        """Rows of the sinusoidal table for these positions (the table grows on demand, it has no parameters)."""
-        needed = int(positions[-1]) + 1
-        if self._sinusoid is None or self._sinusoid.shape[0] < needed:
-            size = max(needed, self.config.block_size)
-            self._sinusoid = F.sinusoidal_positions(size, self.config.n_embd, dtype=self.wte.weight.data.dtype)
-        return self._sinusoid[positions]
-
     # -- forward -----------------------------------------------------------------------------------------------
     def hidden_states(self, idx, pos_offset: int = 0, kv_caches=None):
         """idx (B, T) -> final hidden states (B, T, C), before the LM head. Caches what backward needs."""
@@ -83,7 +75,7 @@ class GPT(Module):
         if self.wpe is not None:
             x = x + self.wpe.forward(positions)
         elif self.config.positions == "sinusoidal":
-            x = x + self._sinusoid_rows(positions)
+            x = x + self.sinusoid.rows(pos_offset, pos_offset + T, x.dtype)
         x = self.drop.forward(x)
         rope_positions = positions if self.config.positions == "rope" else None
         for i, block in enumerate(self.blocks):

@@ -12,6 +12,7 @@ from .feedforward import FeedForward
 from .linear import Embedding, Linear
 from .module import Module, Parameter
 from .norms import LayerNorm, RMSNorm, make_norm
+from .positions import SinusoidalTable
 
 __all__ = ["Dropout", "Embedding", "FeedForward", "LayerNorm", "Linear", "Module", "MultiHeadAttention",
-           "Parameter", "RMSNorm", "TransformerBlock", "make_norm", "padding_mask"]
+           "Parameter", "RMSNorm", "SinusoidalTable", "TransformerBlock", "make_norm", "padding_mask"]

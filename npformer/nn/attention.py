@@ -86,6 +86,11 @@ class MultiHeadAttention(Module):
             raise ValueError(f"attention: x must be (B, T, C), got shape {x.shape}")
         B, T, _ = x.shape
         H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
+        if self.rope and kv_cache is not None and positions is None:
+            raise ValueError("attention: with RoPE and a key/value cache, pass the new tokens' positions (the "
+                             "cache already holds earlier ones, so 0..T-1 would be wrong)")
+        if self.cross and context is not None and context.shape[0] != B:
+            raise ValueError(f"attention: context batch {context.shape[0]} != query batch {B}")
         if self.cross:
             q = self.q.forward(x).reshape(B, T, H, D).transpose(0, 2, 1, 3)
             if context_kv is not None:

@@ -23,7 +23,7 @@ class TransformerBlock(Module):
                  ffn_kind: str = "gelu", norm: str = "layernorm", placement: str = "pre", bias: bool = True,
                  dropout: float = 0.0, causal: bool = False, rope: bool = False, rope_base: float = 10000.0,
                  cross_attention: bool = False, proj_std: float = 0.02, attn_impl: str = "plain", rng=None,
-                 seed: int = 0, recompute: bool = False):
+                 seed: int = 0, recompute: bool = False, gelu_approximate: str = "tanh"):
         if placement not in PLACEMENTS:
             raise ValueError(f"block: norm placement must be one of {PLACEMENTS}, got {placement!r}")
         self.placement, self.causal, self.has_cross = placement, causal, cross_attention
@@ -39,7 +39,8 @@ class TransformerBlock(Module):
                                             rng=rng, impl=attn_impl)
             self.drop_c = Dropout(dropout, seed=seed * 3 + 2)
         self.norm2 = make_norm(norm, dim, bias=bias)
-        self.ffn = FeedForward(dim, ffn_hidden or 4 * dim, kind=ffn_kind, bias=bias, proj_std=proj_std, rng=rng)
+        self.ffn = FeedForward(dim, ffn_hidden or 4 * dim, kind=ffn_kind, bias=bias, proj_std=proj_std, rng=rng,
+                               gelu_approximate=gelu_approximate)
         self.drop2 = Dropout(dropout, seed=seed * 3 + 3)
 
     def forward(self, x, mask=None, positions=None, context=None, context_mask=None, kv_cache=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import backend
 from .. import functional as F
 from . import init
 from .module import Module, Parameter
@@ -15,12 +16,18 @@ class LayerNorm(Module):
         self.bias = Parameter(init.zeros((dim,))) if bias else None
         self.eps = eps
         self._cache = None
-        self._zero_bias = None if bias else init.zeros((dim,))
+        self._zero_bias = None  # stands in for b when bias=False; follows the weight's dtype (Module.astype)
 
     def forward(self, x):
-        b = self.bias.data if self.bias is not None else self._zero_bias
+        b = self.bias.data if self.bias is not None else self._zeros_like_weight()
         y, self._cache = F.layernorm_forward(x, self.weight.data, b, self.eps)
         return y
+
+    def _zeros_like_weight(self):
+        w = self.weight.data
+        if self._zero_bias is None or self._zero_bias.dtype != w.dtype:
+            self._zero_bias = backend.array_module(w).zeros_like(w)
+        return self._zero_bias
 
     def backward(self, dy):
         dx, dw, db = F.layernorm_backward(dy, self._cache)
