@@ -13,6 +13,10 @@ meets all G of its query heads in one matmul, and the gradients of k and v come 
 
 The full probability matrix P (B, H, Tq, Tk) is kept for backward; ``flash_attention.py`` is the same function
 computed in tiles, whose memory is linear in T.
+
+Speed (the maths is unchanged): with the causal rule, blocks of query rows multiply only against the keys they
+can see (``row_blocks``); the softmax and its backward run in place over blocks of rows (``backend.blockwise``:
+cache-sized pieces, spread over threads on NumPy).
 """
 
 from __future__ import annotations
@@ -106,19 +110,84 @@ def causal_allowed(xp, Tq, Tk, q0=0, q1=None, k0=0, k1=None):
     return cols <= rows
 
 
-def _blocked(xp, spec: AttentionSpec):
-    """Boolean broadcastable to (B, H, Tq, Tk): True where a score must be hidden; None when nothing is."""
+# Under the causal rule the queries are processed in blocks of rows, and each block multiplies only against the
+# keys its last row can see: at T = 256 that leaves out ~37% of the six (T, T) products' entries. Measured on a
+# 2-core Zen4 at (B, H, T, D) = (16, 6, 256, 64), one BLAS thread: 87.6 -> 81.9 ms forward + backward per layer
+# (small products run at a lower rate than the full ones); 32 to 128 rows per block measured within 2% of 64.
+BLOCK_ROWS = 64
+
+
+def row_blocks(spec: AttentionSpec, block_rows: int | None = None):
+    """[(r0, r1, e)]: query rows r0:r1 of a block see (at most) keys 0:e; the keys e_prev:e are first seen there.
+
+    Without the causal rule one block holds every row and every key. With it, rows r0:r1 see keys up to
+    r1 - 1 + (Tk - Tq), so e = r1 + (Tk - Tq) clipped to 0..Tk, and key j is seen only by rows of its block and
+    later ones: backward sums dK, dV of the keys e_prev:e over the rows r0:Tq alone.
+    """
+    Tq, Tk = spec.Tq, spec.Tk
+    block_rows = BLOCK_ROWS if block_rows is None else block_rows
+    if not spec.causal or Tq <= block_rows:
+        return [(0, Tq, Tk)]
+    return [(r0, min(Tq, r0 + block_rows), min(Tk, max(0, min(Tq, r0 + block_rows) + Tk - Tq)))
+            for r0 in range(0, Tq, block_rows)]
+
+
+def _grouped(a, Hkv, G):
+    """(B, H, T, X) -> (B, Hkv, G, T, X), a view: query head h = hkv * G + g."""
+    return a.reshape(a.shape[0], Hkv, G, a.shape[2], a.shape[3])
+
+
+def _blocked_block(xp, spec: AttentionSpec, r0, r1, e):
+    """Boolean broadcastable to (B, Hkv, G, r1-r0, e): True where a score of this block must be hidden; or None."""
     blocked = None
     if spec.mask is not None:
-        blocked = ~spec.mask
+        m = spec.mask  # (B or 1, H or 1, Tq or 1, Tk or 1)
+        m = m.reshape(m.shape[0], spec.Hkv, spec.G, *m.shape[2:]) if m.shape[1] != 1 else m[:, :, None]
+        m = m[..., r0:r1, :] if m.shape[3] != 1 else m
+        m = m[..., :e] if m.shape[4] != 1 else m
+        blocked = ~m
     if spec.causal:
-        hidden = ~causal_allowed(xp, spec.Tq, spec.Tk)
+        hidden = ~causal_allowed(xp, spec.Tq, spec.Tk, r0, r1, 0, e)
         blocked = hidden if blocked is None else (blocked | hidden)
     return blocked
 
 
+def _softmax_kernel(xp, s, hidden_tail, blocked=None):
+    """In place on one block of rows: s <- softmax(s) over the last axis, zero where ``blocked``; tail <- 0.
+
+    s: (..., n, e) scores; hidden_tail: (..., n, Tk - e) the keys these rows never see; blocked: None or boolean
+    of s's shape. Stable: exp(s - rowmax). A row with every key blocked gets zeros, not NaN.
+    """
+    if blocked is not None:
+        xp.copyto(s, -math.inf, where=blocked)
+    row_max = s.max(axis=-1, keepdims=True)
+    if blocked is not None:  # a row with every key hidden has max -inf: use 0 so exp gives zeros, not NaN
+        xp.copyto(row_max, 0.0, where=(row_max == -math.inf))
+    s -= row_max
+    xp.exp(s, out=s)
+    row_sum = s.sum(axis=-1, keepdims=True)
+    if blocked is not None:  # empty rows sum to 0: divide by 1 instead, they stay all-zero
+        xp.copyto(row_sum, 1.0, where=(row_sum == 0.0))
+    s /= row_sum
+    hidden_tail[...] = 0.0
+
+
+def _softmax_backward_kernel(dp, p, row_dot):
+    """In place on one block of rows: dp <- p * (dp - row_dot)  (dS of a softmax; see attention_backward)."""
+    dp -= row_dot
+    dp *= p
+
+
+def _matmul_sum_groups(xp, a, b, out):
+    """out (B, Hkv, m, n) = sum over the G axis of a @ b, with a (B, Hkv, G, m, k) and b (B, Hkv, G, k, n)."""
+    if a.shape[2] == 1:
+        xp.matmul(a, b, out=out[:, :, None])
+    else:
+        xp.sum(xp.matmul(a, b), axis=2, out=out)
+
+
 class AttentionCache(NamedTuple):
-    q: Any  # (B, H, Tq, D)
+    qs: Any  # (B, H, Tq, D) the scaled queries scale * q (dK = dS^T (scale Q) needs no further scaling)
     k: Any  # (B, Hkv, Tk, D)
     v: Any  # (B, Hkv, Tk, D)
     out: Any  # (B, H, Tq, D), for rowsum(dP * P) = rowsum(dO * O)
@@ -139,29 +208,31 @@ def attention_forward(q, k, v, mask=None, causal=False, scale=None):
     xp = backend.array_module(q, k, v)
     spec = check_attention_inputs("attention", q, k, v, mask, causal, scale)
     B, H, Hkv, G, Tq, Tk, D = spec[:7]
+    # contiguous copies (q scaled on the way): BLAS multiplies them faster than the strided views a layer passes
+    qs = q * spec.scale
+    k, v = xp.ascontiguousarray(k), xp.ascontiguousarray(v)
+    # heads grouped as (B, Hkv, G, T, .): the G query heads of a kv group meet one k and v (broadcast, no copy)
+    qs5, k5, v5 = _grouped(qs, Hkv, G), k[:, :, None], v[:, :, None]
+    p5 = xp.empty((B, Hkv, G, Tq, Tk), dtype=q.dtype)
+    out5 = xp.empty((B, Hkv, G, Tq, D), dtype=q.dtype)
 
-    # S = (scale * Q) K^T, with q viewed as (B, Hkv, G*Tq, D) so the G query heads of a group share k
-    qs = (q * spec.scale).reshape(B, Hkv, G * Tq, D)
-    s = xp.matmul(qs, k.swapaxes(-1, -2)).reshape(B, H, Tq, Tk)
-    del qs
+    for r0, r1, e in row_blocks(spec):  # query rows r0:r1 see keys 0:e at most
+        if e == 0:  # (causal with Tq > Tk) these rows see no key at all
+            p5[..., r0:r1, :] = 0.0
+            out5[..., r0:r1, :] = 0.0
+            continue
+        # S = (scale * Q) K^T
+        s = p5[..., r0:r1, :e]
+        xp.matmul(qs5[..., r0:r1, :], k5[..., :e, :].swapaxes(-1, -2), out=s)
+        # P = softmax(S) over keys, with blocked scores hidden (-inf) first; P = 0 for the keys e: never seen
+        blocked = _blocked_block(xp, spec, r0, r1, e)
+        arrays = (s, p5[..., r0:r1, e:]) + (() if blocked is None else (xp.broadcast_to(blocked, s.shape),))
+        backend.blockwise(lambda *a: _softmax_kernel(xp, *a), *arrays)
+        # O = P V
+        xp.matmul(s, v5[..., :e, :], out=out5[..., r0:r1, :])
 
-    # hide blocked scores, then a stable softmax over keys: P = exp(S - max) / sum(exp(S - max))
-    blocked = _blocked(xp, spec)
-    if blocked is not None:
-        xp.copyto(s, -math.inf, where=blocked)
-    row_max = s.max(axis=-1, keepdims=True)
-    if blocked is not None:  # a row with every key hidden has max -inf: use 0 so exp gives zeros, not NaN
-        xp.copyto(row_max, 0.0, where=(row_max == -math.inf))
-    s -= row_max
-    p = xp.exp(s, out=s)
-    row_sum = p.sum(axis=-1, keepdims=True)
-    if blocked is not None:  # empty rows sum to 0: divide by 1 instead, they stay all-zero
-        xp.copyto(row_sum, 1.0, where=(row_sum == 0.0))
-    p /= row_sum
-
-    # O = P V, again with G query heads per kv head in one matmul
-    out = xp.matmul(p.reshape(B, Hkv, G * Tq, Tk), v).reshape(B, H, Tq, D)
-    return out, AttentionCache(q, k, v, out, p, spec)
+    out = out5.reshape(B, H, Tq, D)
+    return out, AttentionCache(qs, k, v, out, p5.reshape(B, H, Tq, Tk), spec)
 
 
 def attention_backward(dout, cache: AttentionCache):
@@ -171,27 +242,40 @@ def attention_backward(dout, cache: AttentionCache):
     """
     # forward was: S = scale * Q K^T;  P = softmax(S) (zero where blocked);  O = P V
     xp = backend.array_module(dout)
-    q, k, v, out, p, spec = cache
+    qs, k, v, out, p, spec = cache
     B, H, Hkv, G, Tq, Tk, D = spec[:7]
-    p_g = p.reshape(B, Hkv, G * Tq, Tk)
-    do_g = dout.reshape(B, Hkv, G * Tq, D)
-
-    # O = P V  =>  dV = P^T dO  (the G*Tq rows of a group are summed by the matmul itself)
-    dv = xp.matmul(p_g.swapaxes(-1, -2), do_g)
-    #           =>  dP = dO V^T
-    dp = xp.matmul(do_g, v.swapaxes(-1, -2)).reshape(B, H, Tq, Tk)
+    qs5, k5, v5 = _grouped(qs, Hkv, G), k[:, :, None], v[:, :, None]
+    p5, do5 = _grouped(p, Hkv, G), _grouped(dout, Hkv, G)
 
     # P = softmax(S)  =>  dS = P * (dP - rowsum(dP * P)).
     # rowsum(dP * P)_i = sum_j P_ij dO_i . V_j = dO_i . O_i, a (B, H, Tq) sum instead of a (Tq, Tk) temporary.
     # Blocked entries have P = 0, so dS = 0 there; empty rows have O = 0 and P = 0, so their dS is 0.
-    row_dot = (dout * out).sum(axis=-1, keepdims=True)
-    dp -= row_dot
-    dp *= p
-    ds_g = dp.reshape(B, Hkv, G * Tq, Tk)
+    row_dot = xp.matmul(dout * out, xp.ones((D, 1), dtype=dout.dtype))  # the sum over D as a BLAS product
+    row_dot = _grouped(row_dot, Hkv, G)
+    ds5 = xp.empty_like(p5)
+    dq5 = xp.empty((B, Hkv, G, Tq, D), dtype=dout.dtype)
+    blocks = row_blocks(spec)
+    for r0, r1, e in blocks:  # rows r0:r1 saw keys 0:e at most (P = 0 beyond, so dS = 0 there)
+        if e == 0:
+            dq5[..., r0:r1, :] = 0.0
+            continue
+        # O = P V  =>  dP = dO V^T
+        ds = ds5[..., r0:r1, :e]
+        xp.matmul(do5[..., r0:r1, :], v5[..., :e, :].swapaxes(-1, -2), out=ds)
+        #          =>  dS = P * (dP - rowsum(dO * O))
+        backend.blockwise(_softmax_backward_kernel, ds, p5[..., r0:r1, :e], row_dot[..., r0:r1, :])
+        # S = scale * Q K^T  =>  dQ = scale * dS K
+        xp.matmul(ds, k5[..., :e, :], out=dq5[..., r0:r1, :])
+    dq5 *= spec.scale
 
-    # S = scale * Q K^T  =>  dQ = scale * dS K,  dK = scale * dS^T Q
-    dq = xp.matmul(ds_g, k)
-    dq *= spec.scale
-    dk = xp.matmul(ds_g.swapaxes(-1, -2), q.reshape(B, Hkv, G * Tq, D))
-    dk *= spec.scale
-    return dq.reshape(B, H, Tq, D), dk, dv
+    # keys e_prev:e are seen only by rows r0: onwards, so their gradients sum over those rows (and the G heads):
+    # O = P V  =>  dV = P^T dO;   S = scale * Q K^T  =>  dK = scale * dS^T Q = dS^T (scale * Q)
+    dk = xp.empty((B, Hkv, Tk, D), dtype=dout.dtype)
+    dv = xp.empty((B, Hkv, Tk, D), dtype=dout.dtype)
+    k0 = 0  # the last block ends at e = Tk, so these slices cover every key once
+    for r0, _, e in blocks:
+        if e > k0:
+            _matmul_sum_groups(xp, ds5[..., r0:, k0:e].swapaxes(-1, -2), qs5[..., r0:, :], dk[:, :, k0:e])
+            _matmul_sum_groups(xp, p5[..., r0:, k0:e].swapaxes(-1, -2), do5[..., r0:, :], dv[:, :, k0:e])
+            k0 = e
+    return dq5.reshape(B, H, Tq, D), dk, dv

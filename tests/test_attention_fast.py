@@ -1,0 +1,96 @@
+"""The plain attention kernel's fast paths (causal row blocks that skip unseen keys, contiguous copies, in-place
+blockwise softmax) against a straightforward dense reference, forward and backward, in float64 and float32.
+
+The drawn sizes are tiny, so the row block is drawn tiny too (1 to 4 rows): every case runs through several
+blocks, including blocks whose rows see no key (causal with Tq > Tk).
+"""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from npformer import backend
+from npformer.functional import attention as attn
+
+from .strategies import TOL, normal_array, seeds
+
+
+@st.composite
+def cases(draw, max_t=9, max_d=4):
+    """Host arrays q (B,H,Tq,D), k, v (B,Hkv,Tk,D) in float64, a mask or None, causal, scale; Tq > Tk allowed."""
+    B, Hkv = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    H = Hkv * draw(st.integers(1, 3))
+    Tq, Tk, D = draw(st.integers(1, max_t)), draw(st.integers(1, max_t)), draw(st.integers(1, max_d))
+    seed = draw(seeds())
+    kind = draw(st.sampled_from(["none", "pattern", "padding"]))
+    mask = None
+    if kind == "pattern":
+        shape = tuple(n if draw(st.booleans()) else 1 for n in (B, H, Tq, Tk))
+        mask = draw(hnp.arrays(np.bool_, shape))
+    elif kind == "padding":
+        lengths = np.array(draw(st.lists(st.integers(0, Tk), min_size=B, max_size=B)))
+        mask = (np.arange(Tk)[None, :] < lengths[:, None]).reshape(B, 1, 1, Tk)
+    return dict(q=normal_array(seed, (B, H, Tq, D)), k=normal_array(seed + 1, (B, Hkv, Tk, D)),
+                v=normal_array(seed + 2, (B, Hkv, Tk, D)), mask=mask, causal=draw(st.booleans()),
+                scale=draw(st.one_of(st.none(), st.floats(0.1, 2.0))))
+
+
+def dense_reference(q, k, v, dout, mask, causal, scale):
+    """out, dq, dk, dv in float64, the textbook way: kv heads repeated, the full (Tq, Tk) matrices, no tricks."""
+    B, H, Tq, D = q.shape
+    Tk, G = k.shape[2], H // k.shape[1]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    kr, vr = np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)
+    allowed = np.ones((B, H, Tq, Tk), dtype=bool)
+    if mask is not None:
+        allowed &= np.broadcast_to(mask, allowed.shape)
+    if causal:
+        allowed &= np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq)
+    s = np.where(allowed, scale * q @ kr.swapaxes(-1, -2), -np.inf)
+    row_max = np.max(s, axis=-1, keepdims=True)
+    e = np.where(allowed, np.exp(s - np.where(np.isfinite(row_max), row_max, 0.0)), 0.0)
+    z = e.sum(axis=-1, keepdims=True)
+    p = e / np.where(z == 0.0, 1.0, z)
+    out = p @ vr
+    dp = dout @ vr.swapaxes(-1, -2)
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    dq = scale * ds @ kr
+    dk = (scale * ds.swapaxes(-1, -2) @ q).reshape(B, -1, G, Tk, D).sum(axis=2)
+    dv = (p.swapaxes(-1, -2) @ dout).reshape(B, -1, G, Tk, D).sum(axis=2)
+    return p, out, dq, dk, dv
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(case=cases(), block_rows=st.integers(1, 4))
+def test_row_blocks_match_dense_reference(xp_backend, monkeypatch, dtype, case, block_rows):
+    monkeypatch.setattr(attn, "BLOCK_ROWS", block_rows)
+    dout = normal_array(7, case["q"].shape)
+    B, H, Tq, _ = case["q"].shape
+    # the layer's layout: q, k, v as transposed views of one (B, T, heads, D) buffer, not contiguous arrays
+    views = {n: backend.asarray(np.ascontiguousarray(case[n].astype(dtype).transpose(0, 2, 1, 3))).transpose(
+        0, 2, 1, 3) for n in "qkv"}
+    mask = None if case["mask"] is None else backend.asarray(case["mask"])
+    out, cache = attn.attention_forward(**views, mask=mask, causal=case["causal"], scale=case["scale"])
+    dq, dk, dv = attn.attention_backward(backend.asarray(dout.astype(dtype)), cache)
+    p_ref, *expected = dense_reference(case["q"], case["k"], case["v"], dout, case["mask"], case["causal"],
+                                       case["scale"])
+    rtol, atol = TOL[np.dtype(dtype)]
+    for name, got, want in zip(("p", "out", "dq", "dk", "dv"), (cache.p, out, dq, dk, dv), (p_ref, *expected)):
+        assert got.dtype == dtype, name
+        np.testing.assert_allclose(backend.to_numpy(got), want, rtol=rtol, atol=atol,
+                                   err_msg=f"{name}: q{case['q'].shape} k{case['k'].shape} causal="
+                                           f"{case['causal']} block_rows={block_rows}")
+
+
+def test_row_blocks_cover_rows_and_keys():
+    """Rows are cut in order; each block's keys end where its last row's causal window ends (clipped to Tk)."""
+    for Tq, Tk in ((7, 7), (3, 9), (9, 3), (1, 1)):
+        spec = attn.AttentionSpec(1, 1, 1, 1, Tq, Tk, 1, 1.0, None, True)
+        blocks = attn.row_blocks(spec, block_rows=2)
+        assert [r0 for r0, _, _ in blocks] == list(range(0, Tq, 2)) and blocks[-1][1] == Tq
+        assert all(e == min(Tk, max(0, r1 + Tk - Tq)) for _, r1, e in blocks) and blocks[-1][2] == Tk
+    assert attn.row_blocks(attn.AttentionSpec(1, 1, 1, 1, 9, 9, 1, 1.0, None, False), block_rows=2) == [(0, 9, 9)]
