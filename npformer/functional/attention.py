@@ -111,10 +111,10 @@ def causal_allowed(xp, Tq, Tk, q0=0, q1=None, k0=0, k1=None):
 
 
 # Under the causal rule the queries are processed in blocks of rows, and each block multiplies only against the
-# keys its last row can see: at T = 256 that leaves out ~37% of the six (T, T) products' entries. Measured on a
-# 2-core Zen4 at (B, H, T, D) = (16, 6, 256, 64), one BLAS thread: 87.6 -> 81.9 ms forward + backward per layer
-# (small products run at a lower rate than the full ones); 32 to 128 rows per block measured within 2% of 64.
-BLOCK_ROWS = 64
+# keys its last row can see. Measured on a 2-core Zen4 at (B, H, T, D) = (16, 6, 256, 64), forward + backward per
+# layer: one BLAS thread 87.6 (one block) / 84.1 (128 rows) / 81.9 ms (64 rows); two threads 65.8 / 65.6 / 73.2 ms:
+# OpenBLAS threads each small product, and its spinning threads slow the blockwise softmax that follows.
+BLOCK_ROWS = 128
 
 
 def row_blocks(spec: AttentionSpec, block_rows: int | None = None):
