@@ -250,8 +250,7 @@ def attention_backward(dout, cache: AttentionCache):
     # P = softmax(S)  =>  dS = P * (dP - rowsum(dP * P)).
     # rowsum(dP * P)_i = sum_j P_ij dO_i . V_j = dO_i . O_i, a (B, H, Tq) sum instead of a (Tq, Tk) temporary.
     # Blocked entries have P = 0, so dS = 0 there; empty rows have O = 0 and P = 0, so their dS is 0.
-    row_dot = xp.matmul(dout * out, xp.ones((D, 1), dtype=dout.dtype))  # the sum over D as a BLAS product
-    row_dot = _grouped(row_dot, Hkv, G)
+    row_dot = _grouped(xp.einsum("bhtd,bhtd->bht", dout, out)[..., None], Hkv, G)  # no (B, H, Tq, D) temporary
     ds5 = xp.empty_like(p5)
     dq5 = xp.empty((B, Hkv, G, Tq, D), dtype=dout.dtype)
     blocks = row_blocks(spec)
