@@ -7,10 +7,10 @@
 Importing npformer imports NumPy and nothing else optional; CuPy is imported only when asked for.
 """
 
-from . import backend, functional, gradcheck, nn
+from . import backend, functional, gradcheck, models, nn
 from .backend import BackendError, get_backend, set_backend, to_numpy, xp
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendError", "backend", "functional", "get_backend", "gradcheck", "nn", "set_backend", "to_numpy",
-           "xp", "__version__"]
+__all__ = ["BackendError", "backend", "functional", "get_backend", "gradcheck", "models", "nn", "set_backend",
+           "to_numpy", "xp", "__version__"]
