@@ -78,7 +78,7 @@ def state_mismatches(expected: dict, state: dict) -> list[str]:
 
 def check_state_against(expected: dict, state: dict, where: str = "state") -> None:
     """Raise CheckpointError listing everything in ``state`` that does not fit ``expected`` ({name: (shape,
-    dtype)}), all in one message. (For a Module, ``Module.load_state_dict`` does this check itself.)"""
+    dtype)}), all in one message. (``Module.load_state_dict`` runs the same check on a model.)"""
     problems = state_mismatches(expected, state)
     if problems:
         raise CheckpointError(f"{where}: does not fit; " + "; ".join(problems))

@@ -223,3 +223,12 @@ def test_rope_with_cache_needs_positions_and_batches_must_match():
     with pytest.raises(ValueError, match="context batch 3 != query batch 2"):
         cross.forward(backend.asarray(np.zeros((2, 1, 8), np.float32)),
                       context=backend.asarray(np.zeros((3, 4, 8), np.float32)))
+
+
+def test_load_state_dict_non_strict_loads_the_common_names_and_still_checks_shapes():
+    layer = Linear(3, 4)
+    weight = np.arange(12, dtype=np.float32).reshape(3, 4)
+    layer.load_state_dict({"weight": weight, "extra": np.zeros(2, dtype=np.float32)}, strict=False)
+    np.testing.assert_array_equal(backend.to_numpy(layer.weight.data), weight)
+    with pytest.raises(ValueError, match=r"weight: shape \(4, 3\)"):
+        layer.load_state_dict({"weight": weight.T}, strict=False)

@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from .. import backend
+from ..checkpoint import state_mismatches
 
 
 class Parameter:
@@ -161,24 +162,19 @@ class Module:
         return {name: backend.to_numpy(p.data).copy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """Copy arrays into the parameters, checking names, shapes and dtypes; say everything that does not fit."""
+        """Copy arrays into the parameters, checking names, shapes and dtypes; say everything that does not fit.
+
+        strict=False loads the names both sides have and ignores the rest (shapes and dtypes are still checked).
+        """
         own = dict(self.named_parameters())
-        problems = []
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if strict and missing:
-            problems.append(f"missing: {', '.join(missing)}")
-        if strict and unexpected:
-            problems.append(f"unexpected: {', '.join(unexpected)}")
-        for name in sorted(set(own) & set(state)):
-            p, value = own[name], state[name]
-            if tuple(value.shape) != tuple(p.data.shape):
-                problems.append(f"{name}: shape {tuple(value.shape)} in the state, {tuple(p.data.shape)} in the model")
-            elif np.dtype(value.dtype) != p.data.dtype:
-                problems.append(f"{name}: dtype {value.dtype} in the state, {p.data.dtype} in the model")
+        expected = {name: (p.data.shape, p.data.dtype) for name, p in own.items()}
+        if not strict:
+            expected = {name: e for name, e in expected.items() if name in state}
+            state = {name: value for name, value in state.items() if name in own}
+        problems = state_mismatches(expected, state)
         if problems:
             raise ValueError("load_state_dict: the state does not fit the model; " + "; ".join(problems))
-        for name in sorted(set(own) & set(state)):
+        for name in expected:
             own[name].data[...] = backend.asarray(state[name], dtype=own[name].data.dtype)
 
     def astype(self, dtype) -> "Module":
