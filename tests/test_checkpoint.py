@@ -6,7 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from npformer import backend, checkpoint
@@ -70,7 +70,6 @@ def test_round_trip_model_optimizer_meta(tmp_path, xp_backend):
                                            [f"optim/{k}" for k, v in original.items() if isinstance(v, np.ndarray)])
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), n=st.integers(0, 4), dtype=st.sampled_from([np.float32, np.float64]))
 def test_round_trip_arbitrary_arrays(tmp_path, data, n, dtype):
     params = {f"layer.{i}.w": data.draw(floats_array(data.draw(shapes(0, 3)), dtype)) for i in range(n)}

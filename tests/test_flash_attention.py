@@ -13,7 +13,7 @@ from npformer.functional.flash_attention import flash_attention_backward, flash_
 from npformer.gradcheck import check_gradients
 
 from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, normal_array
-from .test_functional_attention import BAD_INPUTS, attention_cases, fixture_ok, on_backend
+from .test_functional_attention import BAD_INPUTS, attention_cases, on_backend
 
 
 def block_sizes(max_t):
@@ -32,7 +32,6 @@ def both_paths(case, block_q, block_k, dout_seed=11):
     return [backend.to_numpy(a) for a in plain], [backend.to_numpy(a) for a in flash], fcache
 
 
-@fixture_ok
 @given(attention_cases(max_t=9), block_sizes(9), block_sizes(9))
 def test_flash_equals_plain_path(xp_backend, case, block_q, block_k):
     plain, flash, _ = both_paths(case, block_q, block_k)
@@ -45,7 +44,6 @@ def test_flash_equals_plain_path(xp_backend, case, block_q, block_k):
                                            f"blocks=({block_q}, {block_k})")
 
 
-@fixture_ok
 @given(attention_cases(max_t=4, max_d=3), block_sizes(4), block_sizes(4))
 def test_flash_gradients_match_finite_differences(xp_backend, case, block_q, block_k):
     inputs = dict(on_backend(case), block_q=block_q, block_k=block_k)
@@ -54,7 +52,6 @@ def test_flash_gradients_match_finite_differences(xp_backend, case, block_q, blo
     assert report.passed, f"q{case['q'].shape} k{case['k'].shape} blocks=({block_q}, {block_k})\n{report}"
 
 
-@fixture_ok
 @given(attention_cases(max_t=9), block_sizes(9), block_sizes(9))
 def test_flash_float32_stays_float32(xp_backend, case, block_q, block_k):
     c32 = {n: a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
@@ -66,7 +63,6 @@ def test_flash_float32_stays_float32(xp_backend, case, block_q, block_k):
         np.testing.assert_allclose(f, p, rtol=rtol, atol=atol, err_msg=name)
 
 
-@fixture_ok
 @given(attention_cases(max_t=9), block_sizes(9), block_sizes(9))
 def test_flash_cache_has_no_score_matrix(xp_backend, case, block_q, block_k):
     """Memory: the cache holds q, k, v, out and the (B, H, Tq) log-sum-exp, nothing of size Tq * Tk."""
@@ -79,7 +75,6 @@ def test_flash_cache_has_no_score_matrix(xp_backend, case, block_q, block_k):
 
 
 @pytest.mark.parametrize("magnitude", [1e3, 1e4])
-@fixture_ok
 @given(case=attention_cases(max_t=9, max_d=4), block_q=block_sizes(9), block_k=block_sizes(9))
 def test_flash_huge_scores_and_empty_rows_stay_finite(xp_backend, magnitude, case, block_q, block_k):
     """Scores ~1e3..1e4 and rows with nothing to attend to: finite, and empty rows are exactly zero."""

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from npformer import backend
@@ -15,8 +15,6 @@ from npformer.gradcheck import check_gradients
 
 from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, floats_array, normal_array, seeds, shapes
 
-with_fixture = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                               HealthCheck.data_too_large])
 DTYPES = [np.float32, np.float64]
 math_erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -47,7 +45,6 @@ def test_numpy_erf_matches_math_erf():
     assert _erf_numpy(np.array([np.inf, -np.inf])).tolist() == [1.0, -1.0]
 
 
-@with_fixture
 @given(data=st.data(), shape=shapes(min_dims=0, max_dims=3), dtype=st.sampled_from(DTYPES))
 def test_erf_on_backend(xp_backend, data, shape, dtype):
     x = data.draw(floats_array(shape, dtype, bound=6.0))
@@ -61,7 +58,6 @@ def test_erf_on_backend(xp_backend, data, shape, dtype):
 # ---------------------------------------------------------------------------------------------------------------
 # GELU, ReLU, SwiGLU
 # ---------------------------------------------------------------------------------------------------------------
-@with_fixture
 @given(shape=shapes(), seed=seeds(), approximate=st.sampled_from(["tanh", "none"]))
 def test_gelu_matches_reference_and_gradients(xp_backend, shape, seed, approximate):
     x = normal_array(seed, shape, scale=3.0)
@@ -73,7 +69,6 @@ def test_gelu_matches_reference_and_gradients(xp_backend, shape, seed, approxima
     assert report.passed, str(report)
 
 
-@with_fixture
 @given(shape=shapes(), seed=seeds())
 def test_relu_matches_reference_and_gradients(xp_backend, shape, seed):
     x = normal_array(seed, shape)
@@ -85,7 +80,6 @@ def test_relu_matches_reference_and_gradients(xp_backend, shape, seed):
     assert report.passed, str(report)
 
 
-@with_fixture
 @given(shape=shapes(), seed=seeds(), scale=st.sampled_from([0.1, 1.0, 5.0]))
 def test_swiglu_matches_reference_and_gradients(xp_backend, shape, seed, scale):
     gate, up = normal_array(seed, shape, scale=scale), normal_array(seed + 1, shape)
@@ -122,7 +116,6 @@ def softmax_case(draw):
     return shape, axis
 
 
-@with_fixture
 @given(data=st.data(), case=softmax_case(), dtype=st.sampled_from(DTYPES))
 def test_softmax_sums_to_one(xp_backend, data, case, dtype):
     shape, axis = case
@@ -134,7 +127,6 @@ def test_softmax_sums_to_one(xp_backend, data, case, dtype):
     np.testing.assert_allclose(y.sum(axis=axis), 1.0, rtol=TOL[np.dtype(dtype)][0] * 10)
 
 
-@with_fixture
 @given(case=softmax_case(), seed=seeds(), shift=st.floats(-1e3, 1e3))
 def test_softmax_shift_invariant(xp_backend, case, seed, shift):
     shape, axis = case
@@ -149,7 +141,6 @@ def test_softmax_shift_invariant(xp_backend, case, seed, shift):
     np.testing.assert_allclose(backend.to_numpy(y), expected, *TOL[np.dtype(np.float64)])
 
 
-@with_fixture
 @given(case=softmax_case(), seed=seeds())
 def test_softmax_gradients(xp_backend, case, seed):
     shape, axis = case
@@ -172,7 +163,6 @@ def test_softmax_fully_masked_row_is_zero_not_nan(xp_backend):
 # ---------------------------------------------------------------------------------------------------------------
 # dropout
 # ---------------------------------------------------------------------------------------------------------------
-@with_fixture
 @given(shape=shapes(), seed=seeds(), dtype=st.sampled_from(DTYPES))
 def test_dropout_p0_is_identity(xp_backend, shape, seed, dtype):
     x = backend.asarray(normal_array(seed, shape, dtype))
@@ -182,7 +172,6 @@ def test_dropout_p0_is_identity(xp_backend, shape, seed, dtype):
     assert F.dropout_backward(dy, cache) is dy
 
 
-@with_fixture
 @given(p=st.floats(0.05, 0.9), seed=seeds(), dtype=st.sampled_from(DTYPES))
 def test_dropout_preserves_mean_and_backward_uses_the_mask(xp_backend, p, seed, dtype):
     n = 20_000
@@ -259,7 +248,6 @@ def test_bad_inputs(xp_backend):
 # ---------------------------------------------------------------------------------------------------------------
 # PyTorch as an oracle (float64), skipped without torch
 # ---------------------------------------------------------------------------------------------------------------
-@with_fixture
 @given(shape=shapes(), seed=seeds(), approximate=st.sampled_from(["tanh", "none"]))
 def test_gelu_matches_torch(xp_backend, shape, seed, approximate):
     torch = pytest.importorskip("torch")

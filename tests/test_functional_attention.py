@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -14,10 +14,6 @@ from npformer.functional.attention import attention_backward, attention_forward
 from npformer.gradcheck import check_gradients
 
 from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, normal_array, seeds
-
-# the xp_backend fixture only switches the backend, so reusing it across hypothesis examples is safe
-fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                             HealthCheck.data_too_large])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -98,7 +94,6 @@ def assert_close(actual, expected, dtype=np.float64, what=""):
 # ---------------------------------------------------------------------------------------------------------------
 # values and gradients
 # ---------------------------------------------------------------------------------------------------------------
-@fixture_ok
 @given(attention_cases())
 def test_forward_matches_loop_reference(xp_backend, case):
     out, _ = attention_forward(**on_backend(case))
@@ -106,7 +101,6 @@ def test_forward_matches_loop_reference(xp_backend, case):
     assert_close(out, reference_attention(**case), what=str({k: np.shape(v) for k, v in case.items()}))
 
 
-@fixture_ok
 @given(attention_cases(max_t=4, max_d=3))
 def test_gradients_match_finite_differences(xp_backend, case):
     report = check_gradients(attention_forward, attention_backward, on_backend(case), wrt=("q", "k", "v"),
@@ -127,7 +121,6 @@ def test_inputs_are_not_modified(xp_backend):
 # ---------------------------------------------------------------------------------------------------------------
 # properties
 # ---------------------------------------------------------------------------------------------------------------
-@fixture_ok
 @given(attention_cases(causal=True, mask=False), st.data())
 def test_causal_output_ignores_the_future(xp_backend, case, data):
     q, k, v = case["q"], case["k"], case["v"]
@@ -145,7 +138,6 @@ def test_causal_output_ignores_the_future(xp_backend, case, data):
         assert not np.allclose(backend.to_numpy(out1)[:, :, -1], backend.to_numpy(out2)[:, :, -1])
 
 
-@fixture_ok
 @given(attention_cases(causal=True, equal_t=True), st.data())
 def test_causal_decoding_equals_last_rows_of_full_sequence(xp_backend, case, data):
     """The last Tq queries against all T keys (a cache) give the last Tq rows of causal self-attention."""
@@ -157,7 +149,6 @@ def test_causal_decoding_equals_last_rows_of_full_sequence(xp_backend, case, dat
     assert_close(last, backend.to_numpy(full)[:, :, T - Tq:])
 
 
-@fixture_ok
 @given(attention_cases(max_t=4, max_d=3))
 def test_gqa_equals_mha_with_repeated_kv_heads(xp_backend, case):
     q, k, v = case["q"], case["k"], case["v"]
@@ -178,7 +169,6 @@ def test_gqa_equals_mha_with_repeated_kv_heads(xp_backend, case):
     assert_close(dv, dv_rep.reshape(B, Hkv, G, Tk, D).sum(axis=2))
 
 
-@fixture_ok
 @given(attention_cases(max_t=4, max_d=3), st.data())
 def test_mha_heads_are_independent(xp_backend, case, data):
     """Hkv = H is plain multi-head attention: each head equals attention computed on that head alone."""
@@ -192,7 +182,6 @@ def test_mha_heads_are_independent(xp_backend, case, data):
     assert_close(backend.to_numpy(out)[:, h:h + 1], one)
 
 
-@fixture_ok
 @given(attention_cases(mask=False), st.data())
 def test_padding_keys_get_zero_weight(xp_backend, case, data):
     q, k, v = case["q"], case["k"], case["v"]
@@ -214,7 +203,6 @@ def test_padding_keys_get_zero_weight(xp_backend, case, data):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@fixture_ok
 @given(case=attention_cases(mask=False), data=st.data())
 def test_fully_masked_rows_give_zeros_and_zero_grads(xp_backend, dtype, case, data):
     q, k, v = (case[n].astype(dtype) for n in "qkv")
@@ -237,7 +225,6 @@ def test_fully_masked_rows_give_zeros_and_zero_grads(xp_backend, dtype, case, da
 
 @pytest.mark.parametrize("magnitude", [1e3, 1e4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@fixture_ok
 @given(case=attention_cases(max_d=4))
 def test_huge_scores_stay_finite(xp_backend, magnitude, dtype, case):
     """Scores of magnitude ~1e3 to 1e4: no overflow, and each output row is still a convex combination of v."""
@@ -258,7 +245,6 @@ def test_huge_scores_stay_finite(xp_backend, magnitude, dtype, case):
     assert np.all(out >= np.repeat(lo, G, axis=1) - slack) and np.all(out <= np.repeat(hi, G, axis=1) + slack)
 
 
-@fixture_ok
 @given(attention_cases())
 def test_float32_stays_float32(xp_backend, case):
     c32 = {n: a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
@@ -316,7 +302,6 @@ def test_bad_inputs_raise_clear_errors(xp_backend, inputs, error, message):
 # ---------------------------------------------------------------------------------------------------------------
 # optional oracle: PyTorch in float64
 # ---------------------------------------------------------------------------------------------------------------
-@fixture_ok
 @given(attention_cases(max_t=5, max_d=4))
 def test_matches_torch_sdpa(xp_backend, case):
     torch = pytest.importorskip("torch")

@@ -3,7 +3,7 @@ dtypes preserved, repeated ids accumulated, bad inputs refused by name."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from npformer import backend
@@ -13,8 +13,6 @@ from npformer.gradcheck import check_gradients
 from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, normal_array, seeds, shapes
 
 # The xp_backend fixture is per test, not per example: that is what we want (one backend for all examples).
-with_fixture = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                               HealthCheck.data_too_large])
 DTYPES = [np.float32, np.float64]
 
 
@@ -26,7 +24,6 @@ def lead_shapes():
 # ---------------------------------------------------------------------------------------------------------------
 # linear
 # ---------------------------------------------------------------------------------------------------------------
-@with_fixture
 @given(lead=lead_shapes(), c_in=dims(1, 4), c_out=dims(1, 4), bias=st.booleans(), seed=seeds())
 def test_linear_matches_reference(xp_backend, lead, c_in, c_out, bias, seed):
     x = normal_array(seed, lead + (c_in,))
@@ -38,7 +35,6 @@ def test_linear_matches_reference(xp_backend, lead, c_in, c_out, bias, seed):
     np.testing.assert_allclose(backend.to_numpy(y), expected, *TOL[np.dtype(np.float64)])
 
 
-@with_fixture
 @given(lead=lead_shapes(), c_in=dims(1, 4), c_out=dims(1, 4), bias=st.booleans(), seed=seeds())
 def test_linear_gradients(xp_backend, lead, c_in, c_out, bias, seed):
     # float64 central differences, normwise relative error <= GRAD_RTOL (1e-6) or abs <= GRAD_ATOL (1e-8)
@@ -94,7 +90,6 @@ def embedding_case(draw):
     return np.array(ids, dtype=np.int64).reshape(ids_shape), vocab, c, draw(seeds())
 
 
-@with_fixture
 @given(embedding_case())
 def test_embedding_forward_and_gradients(xp_backend, case):
     ids, vocab, c, seed = case
@@ -108,7 +103,6 @@ def test_embedding_forward_and_gradients(xp_backend, case):
     assert report.passed, str(report)
 
 
-@with_fixture
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=embedding_case())
 def test_embedding_backward_accumulates_repeated_ids(xp_backend, dtype, case):

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from npformer import backend
@@ -14,8 +14,6 @@ from npformer.gradcheck import check_gradients
 
 from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, normal_array, seeds, shapes
 
-with_fixture = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                               HealthCheck.data_too_large])
 DTYPES = [np.float32, np.float64]
 IGNORE = -100
 
@@ -51,7 +49,6 @@ def ce(logits, targets, **kw):
     return loss, cache
 
 
-@with_fixture
 @given(ce_case(ignore=False))
 def test_equals_neg_log_softmax_at_target(xp_backend, case):
     logits, targets, _ = case
@@ -62,7 +59,6 @@ def test_equals_neg_log_softmax_at_target(xp_backend, case):
     np.testing.assert_allclose(backend.to_numpy(loss), expected, *TOL[np.dtype(np.float64)])
 
 
-@with_fixture
 @given(ce_case(ignore=True), st.floats(0.0, 1.0))
 def test_label_smoothing_matches_direct_formula(xp_backend, case, eps):
     logits, targets, vocab = case
@@ -76,7 +72,6 @@ def test_label_smoothing_matches_direct_formula(xp_backend, case, eps):
     np.testing.assert_allclose(backend.to_numpy(loss), expected, *TOL[np.dtype(np.float64)])
 
 
-@with_fixture
 @given(ce_case(ignore=True), st.sampled_from([0.0, 0.1]))
 def test_ignore_index_excludes_positions(xp_backend, case, eps):
     logits, targets, vocab = case
@@ -108,7 +103,6 @@ def test_all_ignored_gives_zero_not_nan(xp_backend, dtype, eps):
     assert dlogits.dtype == np.dtype(dtype) and np.all(dlogits == 0.0)
 
 
-@with_fixture
 @given(ce_case(ignore=True, min_kept=1), st.sampled_from([0.0, 0.1]), st.sampled_from(DTYPES), seeds())
 def test_huge_logits_stay_finite(xp_backend, case, eps, dtype, seed):
     logits, targets, vocab = case
@@ -126,7 +120,6 @@ def test_huge_logits_stay_finite(xp_backend, case, eps, dtype, seed):
         np.testing.assert_allclose(backend.to_numpy(loss), expected, rtol=1e-6, atol=atol)
 
 
-@with_fixture
 @given(ce_case(ignore=True), st.sampled_from([0.0, 0.1, 0.5]))
 def test_gradients(xp_backend, case, eps):
     logits, targets, _ = case
@@ -138,7 +131,6 @@ def test_gradients(xp_backend, case, eps):
     assert report.passed, str(report)
 
 
-@with_fixture
 @given(ce_case(ignore=True), st.floats(-3.0, 3.0))
 def test_backward_scales_with_dloss(xp_backend, case, dloss):
     logits, targets, _ = case
@@ -181,7 +173,6 @@ def test_bad_inputs(xp_backend):
 # ---------------------------------------------------------------------------------------------------------------
 # PyTorch as an oracle (float64), skipped without torch
 # ---------------------------------------------------------------------------------------------------------------
-@with_fixture
 @given(ce_case(ignore=True, min_kept=1), st.sampled_from([0.0, 0.1, 0.3]))
 def test_matches_torch(xp_backend, case, eps):
     torch = pytest.importorskip("torch")

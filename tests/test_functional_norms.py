@@ -3,7 +3,7 @@ and (optionally) PyTorch as an oracle."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from npformer import backend
@@ -12,8 +12,6 @@ from npformer.gradcheck import check_gradients
 
 from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, floats_array, normal_array, seeds, shapes
 
-with_fixture = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                               HealthCheck.data_too_large])
 DTYPES = [np.float32, np.float64]
 
 
@@ -25,7 +23,6 @@ def x_shapes():
 # ---------------------------------------------------------------------------------------------------------------
 # LayerNorm
 # ---------------------------------------------------------------------------------------------------------------
-@with_fixture
 @given(data=st.data(), shape=x_shapes().filter(lambda s: s[-1] >= 2))
 def test_layernorm_output_is_standardised(xp_backend, data, shape):
     x = data.draw(floats_array(shape, bound=100.0))
@@ -41,7 +38,6 @@ def test_layernorm_output_is_standardised(xp_backend, data, shape):
     np.testing.assert_allclose(y.var(axis=-1), 1.0, rtol=1e-3)
 
 
-@with_fixture
 @given(shape=x_shapes(), seed=seeds(), scale=st.sampled_from([1e-2, 1.0, 100.0]))
 def test_layernorm_gradients(xp_backend, shape, seed, scale):
     c = shape[-1]
@@ -53,7 +49,6 @@ def test_layernorm_gradients(xp_backend, shape, seed, scale):
     assert report.passed, str(report)
 
 
-@with_fixture
 @given(shape=x_shapes(), seed=seeds())
 def test_layernorm_matches_reference(xp_backend, shape, seed):
     c = shape[-1]
@@ -66,7 +61,6 @@ def test_layernorm_matches_reference(xp_backend, shape, seed):
 # ---------------------------------------------------------------------------------------------------------------
 # RMSNorm
 # ---------------------------------------------------------------------------------------------------------------
-@with_fixture
 @given(data=st.data(), shape=x_shapes())
 def test_rmsnorm_output_has_unit_rms(xp_backend, data, shape):
     x = data.draw(floats_array(shape, bound=100.0))
@@ -77,7 +71,6 @@ def test_rmsnorm_output_has_unit_rms(xp_backend, data, shape):
     np.testing.assert_allclose((backend.to_numpy(y) ** 2).mean(axis=-1), ms / (ms + 1e-6), rtol=1e-9)
 
 
-@with_fixture
 @given(shape=x_shapes(), seed=seeds(), scale=st.sampled_from([1e-2, 1.0, 100.0]))
 def test_rmsnorm_gradients(xp_backend, shape, seed, scale):
     c = shape[-1]
@@ -89,7 +82,6 @@ def test_rmsnorm_gradients(xp_backend, shape, seed, scale):
     assert report.passed, str(report)
 
 
-@with_fixture
 @given(shape=x_shapes(), seed=seeds())
 def test_rmsnorm_matches_reference(xp_backend, shape, seed):
     c = shape[-1]
@@ -145,7 +137,6 @@ def test_bad_inputs(xp_backend):
 # ---------------------------------------------------------------------------------------------------------------
 # PyTorch as an oracle (float64), skipped without torch
 # ---------------------------------------------------------------------------------------------------------------
-@with_fixture
 @given(shape=x_shapes(), seed=seeds())
 def test_layernorm_and_rmsnorm_match_torch(xp_backend, shape, seed):
     torch = pytest.importorskip("torch")

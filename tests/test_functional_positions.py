@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from npformer import backend
@@ -12,9 +12,6 @@ from npformer.functional.positions import rope_backward, rope_forward, sinusoida
 from npformer.gradcheck import check_gradients
 
 from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, normal_array, seeds
-
-fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                             HealthCheck.data_too_large])
 
 
 def even_dims(max_half=4):
@@ -52,7 +49,6 @@ def rope(x, positions=None, base=10000.0):
 # ---------------------------------------------------------------------------------------------------------------
 # RoPE
 # ---------------------------------------------------------------------------------------------------------------
-@fixture_ok
 @given(rope_cases(max_t=4))
 def test_rope_gradients_match_finite_differences(xp_backend, case):
     x, positions, base = case
@@ -74,7 +70,6 @@ def test_rope_known_value():
     np.testing.assert_allclose(y4, [[0.0, math.cos(angle), 0.0, math.sin(angle)]], rtol=1e-15, atol=1e-15)
 
 
-@fixture_ok
 @given(rope_cases())
 def test_rope_keeps_norms_of_each_pair(xp_backend, case):
     x, positions, base = case
@@ -86,7 +81,6 @@ def test_rope_keeps_norms_of_each_pair(xp_backend, case):
     np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-12, atol=1e-12)
 
 
-@fixture_ok
 @given(seeds(), even_dims(), st.integers(0, 50), st.integers(0, 50), st.integers(-40, 2000))
 def test_rope_dot_product_depends_only_on_offset(xp_backend, seed, D, m, n, shift):
     """<rope(q, m), rope(k, n)> = <rope(q, m + s), rope(k, n + s)>: attention scores see relative positions."""
@@ -100,7 +94,6 @@ def test_rope_dot_product_depends_only_on_offset(xp_backend, seed, D, m, n, shif
         assert not math.isclose(moved, dot, rel_tol=1e-12) or abs(dot) < 1e-12
 
 
-@fixture_ok
 @given(seeds(), st.integers(1, 3), st.integers(1, 8), st.integers(1, 8), even_dims())
 def test_rope_with_offset_equals_slice_of_longer_sequence(xp_backend, seed, H, T0, T, D):
     """Decoding with a cache: positions T0..T0+T-1 give the same rotation as those rows of a sequence of T0+T."""
@@ -110,7 +103,6 @@ def test_rope_with_offset_equals_slice_of_longer_sequence(xp_backend, seed, H, T
     np.testing.assert_allclose(part, full[:, :, T0:], rtol=1e-12, atol=1e-12)
 
 
-@fixture_ok
 @given(rope_cases())
 def test_rope_backward_is_the_inverse_rotation(xp_backend, case):
     x, positions, base = case
@@ -118,7 +110,6 @@ def test_rope_backward_is_the_inverse_rotation(xp_backend, case):
     np.testing.assert_allclose(host(rope_backward(y, cache)), x, rtol=1e-12, atol=1e-12)
 
 
-@fixture_ok
 @given(rope_cases())
 def test_rope_float32_stays_float32(xp_backend, case):
     x, positions, base = case
@@ -165,7 +156,6 @@ def test_sinusoidal_known_values(xp_backend):
     assert pe[3, 1] == pytest.approx(math.cos(3.0), rel=1e-13)
 
 
-@fixture_ok
 @given(st.integers(1, 30), st.integers(1, 17))
 def test_sinusoidal_matches_formula_and_dtype(xp_backend, T, C):
     pe32 = sinusoidal_positions(T, C)
