@@ -109,7 +109,7 @@ class Trainer:
         for _ in range(self.cfg.eval_iters):
             x, y = batches.next()
             total += backend.to_float(self.model.loss(x, y))
-        self.model._state = None  # evaluation needs no backward: drop the caches now
+        self.model.drop_caches()  # evaluation needs no backward: free what its forward passes kept
         self.model.train()
         return total / self.cfg.eval_iters
 

@@ -141,7 +141,7 @@ def test_float32_training_step_stays_float32(options):
     loss = model.loss(idx, tgt)
     assert loss.dtype == np.float32
     caches = [value for m in model.modules() for name, value in vars(m).items() if name.startswith("_cache")]
-    caches.append(model._state)
+    assert model._cache_loss is not None  # the loss's own cache is among them
     found = list(_float_arrays(caches))
     assert found, "the forward left no float arrays in any cache"
     assert all(a.dtype == np.float32 for a in found), sorted({str(a.dtype) for a in found})

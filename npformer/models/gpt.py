@@ -42,7 +42,7 @@ class GPT(Module):
         self.norm_f = make_norm(cfg.norm, C, bias=cfg.bias) if cfg.norm_placement == "pre" else None
         self.lm_head = None if cfg.tie_embeddings else Parameter(nn_init.normal(rng, (C, cfg.vocab_size)))
         self.sinusoid = SinusoidalTable(C, min_len=cfg.block_size)
-        self._state = None
+        self._cache_loss = None
         # all parameters (and gradients) as views of one buffer: AdamW and clipping then run a few passes over
         # the whole model instead of a loop over ~16 arrays per layer (values and p.data / p.grad unchanged)
         self.flatten_parameters()
@@ -90,7 +90,7 @@ class GPT(Module):
         pos_offset / kv_caches: for decoding with a key/value cache (one cache per block); see npformer.generate.
         """
         x = self.hidden_states(idx, pos_offset, kv_caches)
-        logits, self._head_cache = F.linear_forward(x, self.head_weight())
+        logits, self._cache_head = F.linear_forward(x, self.head_weight())
         return logits
 
     def loss(self, idx, targets, ignore_index: int = -100):
@@ -102,11 +102,11 @@ class GPT(Module):
             x = self.hidden_states(idx)
             loss, cache = F.lm_head_cross_entropy_forward(x, self.head_weight(), targets,
                                                           ignore_index=ignore_index, chunk=self.config.loss_chunk)
-            self._state = ("fused", cache)
+            self._cache_loss = ("fused", cache)
             return loss
         logits = self.forward(idx)
         loss, cache = F.cross_entropy_forward(logits, targets, ignore_index=ignore_index)
-        self._state = ("plain", cache)
+        self._cache_loss = ("plain", cache)
         return loss
 
     # -- backward ----------------------------------------------------------------------------------------------
@@ -114,17 +114,17 @@ class GPT(Module):
         """Fill every parameter's .grad (adding to what is there) with d(dloss * loss)/d(param).
 
         The forward of ``hidden_states`` + ``loss``, upside down."""
-        if self._state is None:
+        if self._cache_loss is None:
             raise RuntimeError("GPT.backward: call loss(idx, targets) first")
-        kind, cache = self._state
-        self._state = None
+        kind, cache = self._cache_loss
+        self._cache_loss = None
         # loss = CE(x @ W_head, targets)
         if kind == "fused":
             dx, dw_head = F.lm_head_cross_entropy_backward(dloss, cache)
         else:
             dlogits = F.cross_entropy_backward(dloss, cache)
-            dx, dw_head, _ = F.linear_backward(dlogits, self._head_cache)
-            self._head_cache = None
+            dx, dw_head, _ = F.linear_backward(dlogits, self._cache_head)
+            self._cache_head = None
         if self.lm_head is None:
             self.wte.weight.grad += dw_head.T  # tied: the head's gradient lands on the embedding table too
         else:
