@@ -7,6 +7,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from npformer.models import GPTConfig
+
 # One tolerance table per dtype: (rtol, atol) for comparing two computations of the same value.
 TOL = {
     np.dtype(np.float64): (1e-9, 1e-11),
@@ -41,3 +43,21 @@ def seeds():
 def normal_array(seed, shape, dtype=np.float64, scale=1.0):
     """A seeded standard-normal array: for values where hypothesis' shrinking adds nothing but the shape matters."""
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+@st.composite
+def gpt_configs(draw, max_group=2, max_vocab=7, max_block=4, attn_impls=("plain",)):
+    """Tiny GPTConfigs across the whole option space: MHA and GQA/MQA (query heads per key/value head up to
+    ``max_group``), every FFN kind, norm and placement, every position kind, bias, dropout, tied embeddings."""
+    n_kv_head = draw(st.integers(1, 2))
+    n_head = n_kv_head * draw(st.integers(1, max_group))
+    head_dim = draw(st.sampled_from([2, 4]))
+    return GPTConfig(
+        vocab_size=draw(st.integers(2, max_vocab)), block_size=draw(st.integers(1, max_block)),
+        n_layer=draw(st.integers(1, 2)), n_head=n_head, n_kv_head=n_kv_head, n_embd=n_head * head_dim,
+        ffn_hidden=draw(st.integers(1, 6)), ffn_kind=draw(st.sampled_from(["relu", "gelu", "swiglu"])),
+        norm=draw(st.sampled_from(["layernorm", "rmsnorm"])), norm_placement=draw(st.sampled_from(["pre", "post"])),
+        positions=draw(st.sampled_from(["learned", "sinusoidal", "rope"])), bias=draw(st.booleans()),
+        dropout=draw(st.sampled_from([0.0, 0.3])), tie_embeddings=draw(st.booleans()),
+        attn_impl=draw(st.sampled_from(list(attn_impls))), seed=draw(st.integers(0, 100)),
+    )

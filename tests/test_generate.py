@@ -16,25 +16,10 @@ from npformer.generate import filter_logits, generate, next_token_logits, sample
 from npformer.kv_cache import KVCache, kv_cache_nbytes, make_kv_caches
 from npformer.models import GPT, GPTConfig
 
-from .strategies import TOL, seeds
+from .strategies import TOL, gpt_configs, seeds
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
-
-@st.composite
-def decode_configs(draw):
-    n_kv_head = draw(st.integers(1, 2))
-    n_head = n_kv_head * draw(st.integers(1, 3))  # MHA, GQA and MQA
-    head_dim = draw(st.sampled_from([2, 4]))
-    return GPTConfig(
-        vocab_size=draw(st.integers(2, 9)), block_size=draw(st.integers(1, 6)), n_layer=draw(st.integers(1, 2)),
-        n_head=n_head, n_kv_head=n_kv_head, n_embd=n_head * head_dim, ffn_hidden=draw(st.integers(1, 6)),
-        ffn_kind=draw(st.sampled_from(["relu", "gelu", "swiglu"])),
-        norm=draw(st.sampled_from(["layernorm", "rmsnorm"])), norm_placement=draw(st.sampled_from(["pre", "post"])),
-        positions=draw(st.sampled_from(["learned", "sinusoidal", "rope"])), bias=draw(st.booleans()),
-        dropout=draw(st.sampled_from([0.0, 0.3])), tie_embeddings=draw(st.booleans()),
-        attn_impl=draw(st.sampled_from(["plain", "flash"])), seed=draw(st.integers(0, 100)),
-    )
 
 
 def _model(config, seed, scale=0.5):
@@ -59,7 +44,11 @@ def _full_last_logits(model, ids):
 
 
 # -- the key/value cache is exact --------------------------------------------------------------------------------
-@given(decode_configs(), st.integers(1, 2), st.integers(1, 4), st.integers(0, 3), seeds())
+# MHA, GQA and MQA (up to 3 query heads per key/value head), both attention kernels
+DECODE_CONFIGS = gpt_configs(max_group=3, max_vocab=9, max_block=6, attn_impls=("plain", "flash"))
+
+
+@given(DECODE_CONFIGS, st.integers(1, 2), st.integers(1, 4), st.integers(0, 3), seeds())
 def test_cached_decoding_matches_full_forward(xp_backend, config, B, n_prompt, extra, seed):
     """Feed a prompt, then one token at a time: each step's logits equal a full forward's last position (float64).
     RoPE and sinusoidal positions are also run past block_size (they have no table to run out of)."""

@@ -12,23 +12,7 @@ from npformer.gradcheck import check_model
 from npformer.models import GPT, GPTConfig
 from npformer.nn import Dropout
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, seeds
-
-
-@st.composite
-def small_configs(draw):
-    n_kv_head = draw(st.integers(1, 2))
-    n_head = n_kv_head * draw(st.integers(1, 2))
-    head_dim = draw(st.sampled_from([2, 4]))
-    return GPTConfig(
-        vocab_size=draw(st.integers(2, 7)), block_size=draw(st.integers(1, 4)), n_layer=draw(st.integers(1, 2)),
-        n_head=n_head, n_kv_head=n_kv_head, n_embd=n_head * head_dim, ffn_hidden=draw(st.integers(1, 6)),
-        ffn_kind=draw(st.sampled_from(["relu", "gelu", "swiglu"])),
-        norm=draw(st.sampled_from(["layernorm", "rmsnorm"])), norm_placement=draw(st.sampled_from(["pre", "post"])),
-        positions=draw(st.sampled_from(["learned", "sinusoidal", "rope"])), bias=draw(st.booleans()),
-        dropout=draw(st.sampled_from([0.0, 0.3])), tie_embeddings=draw(st.booleans()),
-        seed=draw(st.integers(0, 100)),
-    )
+from .strategies import GRAD_ATOL, GRAD_RTOL, gpt_configs, seeds
 
 
 def _reseed_dropout(model):
@@ -38,7 +22,7 @@ def _reseed_dropout(model):
             m.seeds = np.random.default_rng(m.seed)
 
 
-@given(small_configs(), st.integers(1, 2), seeds())
+@given(gpt_configs(), st.integers(1, 2), seeds())
 def test_whole_model_gradients(xp_backend, config, B, seed):
     """Every parameter's gradient matches central differences (float64, normwise rel. error < 1e-6)."""
     with backend.float64():
@@ -126,7 +110,7 @@ def test_bad_inputs_are_named():
         model.backward()
 
 
-@given(small_configs(), seeds())
+@given(gpt_configs(), seeds())
 def test_recompute_gives_identical_gradients(config, seed):
     """Activation recomputation (caches dropped after each block's forward, rebuilt in backward) changes memory,
     not results: same loss, same gradients bit for bit, dropout masks included."""
