@@ -10,6 +10,7 @@ against this machine's own float32 matrix-product rate measured here with NumPy.
     python benchmarks/train_step.py --configs baby --steps 20
     python benchmarks/train_step.py --backend cupy   # on a GPU (torch then runs on CUDA too)
     python benchmarks/train_step.py --configs shakespeare_char --recompute   # + a line with recomputation
+    python benchmarks/train_step.py --workers 1      # npformer without DataParallel only
 
 npformer's child calls backend.keep_host_memory() first (freed blocks stay in the process for reuse: no page
 faults per step); torch's child runs as torch does by default.
@@ -70,13 +71,14 @@ def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
 
 
 # -- one measurement (runs in a child process) ---------------------------------------------------------------------
-def measure_npformer(cfg: dict, steps: int, warmup: int, backend_name: str, options: dict) -> dict:
+def measure_npformer(cfg: dict, steps: int, warmup: int, backend_name: str, options: dict, workers: int) -> dict:
     import numpy as np
 
     import npformer
     from npformer import backend
     from npformer.models import GPT, GPTConfig
     from npformer.optim import AdamW, clip_grad_norm, param_groups
+    from npformer.parallel import DataParallel
 
     npformer.set_backend(backend_name)
     backend.keep_host_memory()  # reuse freed activations instead of faulting fresh pages in every step
@@ -89,12 +91,13 @@ def measure_npformer(cfg: dict, steps: int, warmup: int, backend_name: str, opti
     batches = [(backend.asarray(rng.integers(0, V, size=(B, T))), backend.asarray(rng.integers(0, V, size=(B, T))))
                for _ in range(4)]
     params = model.parameters()
+    runner = DataParallel(model, workers)  # workers=1: the model itself
 
     def step(i):
         x, y = batches[i % 4]
         model.zero_grad()
-        loss = model.loss(x, y)
-        model.backward()
+        loss = runner.loss(x, y)
+        runner.backward()
         clip_grad_norm(params, 1.0)
         opt.step()
         return loss
@@ -163,9 +166,9 @@ def measure_torch(cfg: dict, steps: int, warmup: int, device: str, threads: int)
     return result
 
 
-def run_child(kind: str, config: str, args, options: dict) -> dict | None:
+def run_child(kind: str, config: str, args, options: dict, workers: int = 1) -> dict | None:
     payload = json.dumps(dict(kind=kind, config=config, steps=args.steps, warmup=args.warmup,
-                              backend=args.backend, threads=args.threads, options=options))
+                              backend=args.backend, threads=args.threads, options=options, workers=workers))
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", payload], capture_output=True,
                           text=True, cwd=ROOT)
     if proc.returncode != 0:
@@ -178,7 +181,7 @@ def child_main(payload: str) -> None:
     p = json.loads(payload)
     cfg = CONFIGS[p["config"]]
     if p["kind"] == "npformer":
-        out = measure_npformer(cfg, p["steps"], p["warmup"], p["backend"], p["options"])
+        out = measure_npformer(cfg, p["steps"], p["warmup"], p["backend"], p["options"], p["workers"])
     else:
         out = measure_torch(cfg, p["steps"], p["warmup"], "cuda" if p["backend"] == "cupy" else "cpu", p["threads"])
     print(json.dumps(out))
@@ -192,6 +195,10 @@ def main() -> None:
     ap.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (numpy: its BLAS default)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="npformer: model replicas, one thread and one BLAS thread each (npformer.parallel."
+                         "DataParallel); default: one per core on numpy, 1 on cupy. With more than one, a second "
+                         "npformer line shows the same step with 1 worker (the model alone, BLAS on every core)")
     ap.add_argument("--attn-impl", choices=["plain", "flash"], default="plain")
     ap.add_argument("--loss-chunk", type=int, default=0, help="fused LM head + loss over chunks of N tokens")
     ap.add_argument("--recompute", action="store_true",
@@ -207,20 +214,24 @@ def main() -> None:
 
     have_torch = importlib.util.find_spec("torch") is not None and not args.no_torch
     options = dict(attn_impl=args.attn_impl, loss_chunk=args.loss_chunk)
+    if args.workers is None:
+        args.workers = (os.cpu_count() or 1) if args.backend == "numpy" else 1
     rate = matmul_rate() if args.backend == "numpy" else None
     print(f"npformer training-step benchmark | backend {args.backend} | float32 | {os.cpu_count()} cores")
     if rate:
         print(f"machine float32 matmul rate (numpy, 2048^3): {rate / 1e9:.1f} GFLOP/s")
-    print(f"options: {options}")
+    print(f"options: {options} | npformer workers: {args.workers}")
     header = f"{'config':<17} {'framework':<10} {'params':>10} {'ms/step':>9} {'tokens/s':>10} {'peak MiB':>9}"
     print(header + (f" {'MFU':>6}" if rate else "") + f" {'vs torch':>9}")
     for name in args.configs.split(","):
         cfg = CONFIGS[name]
         tokens = cfg["batch_size"] * cfg["block_size"]
-        ours = run_child("npformer", name, args, options)
+        ours = run_child("npformer", name, args, options, args.workers)
         rows = [("npformer", ours)]
+        if args.workers > 1:
+            rows.append(("1 worker", run_child("npformer", name, args, options, 1)))
         if args.recompute:
-            rows.append(("+recomp", run_child("npformer", name, args, dict(options, recompute=True))))
+            rows.append(("+recomp", run_child("npformer", name, args, dict(options, recompute=True), args.workers)))
         theirs = run_child("torch", name, args, {}) if have_torch else None
         rows.append(("torch", theirs))
         for label, r in rows:

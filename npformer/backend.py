@@ -229,8 +229,29 @@ PARALLEL_MIN_ELEMENTS = 1 << 20  # smaller jobs run on the calling thread (at 0.
 _pool = None
 
 
+_thread_budget = threading.local()  # .threads: this thread's cap on blockwise threads (see single_threaded)
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Within the block, ``blockwise`` calls made from *this* thread run on it alone, with no helper threads.
+
+    ``npformer.parallel.DataParallel`` runs one model replica per core; each replica's thread enters this so
+    that its elementwise kernels do not start helpers that would fight the other replicas for the cores.
+    """
+    previous = getattr(_thread_budget, "threads", None)
+    _thread_budget.threads = 1
+    try:
+        yield
+    finally:
+        _thread_budget.threads = previous
+
+
 def num_threads() -> int:
-    """Threads ``blockwise`` uses: $NPFORMER_NUM_THREADS, else the CPUs this process may run on (at most 8)."""
+    """Threads ``blockwise`` uses: 1 inside ``single_threaded()``, else $NPFORMER_NUM_THREADS, else the CPUs this
+    process may run on (at most 8)."""
+    if getattr(_thread_budget, "threads", None) is not None:
+        return _thread_budget.threads
     env = os.environ.get("NPFORMER_NUM_THREADS")
     if env:
         return max(1, int(env))

@@ -22,6 +22,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import BatchSampler
 from .nn import Dropout
 from .optim import AdamW, clip_grad_norm, param_groups
+from .parallel import DataParallel
 from .schedules import constant, warmup_cosine
 
 
@@ -52,9 +53,15 @@ class TrainConfig:
     out_dir: str | None = None  # checkpoints and loss history go here; None: nothing written
     seed: int = 1337
     quiet: bool = False
+    # model replicas training on slices of each batch at once, one thread and one BLAS thread each
+    # (npformer.parallel.DataParallel); None: one per core on the NumPy backend. Results depend on the number
+    # (float rounding), so a resumed run continues bit for bit only with the same workers.
+    workers: int | None = 1
 
     def validate(self) -> None:
         problems = []
+        if self.workers is not None and self.workers < 1:
+            problems.append(f"workers must be >= 1 or None (one per core), got {self.workers}")
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -83,6 +90,8 @@ class Trainer:
     def __init__(self, model, config: TrainConfig, train_ids, val_ids, meta: dict | None = None):
         config.validate()
         self.model, self.cfg, self.meta = model, config, dict(meta or {})
+        # loss / backward / drop_caches go through the runner: the model itself, or its replicas in parallel
+        self.runner = DataParallel(model, config.workers)
         T = model.config.block_size
         self.train_batches = BatchSampler(train_ids, T, config.batch_size, seed=config.seed)
         self.val_batches = BatchSampler(val_ids, T, config.batch_size, seed=config.seed + 1)
@@ -108,8 +117,8 @@ class Trainer:
         total = 0.0
         for _ in range(self.cfg.eval_iters):
             x, y = batches.next()
-            total += backend.to_float(self.model.loss(x, y))
-        self.model.drop_caches()  # evaluation needs no backward: free what its forward passes kept
+            total += backend.to_float(self.runner.loss(x, y))
+        self.runner.drop_caches()  # evaluation needs no backward: free what its forward passes kept
         self.model.train()
         return total / self.cfg.eval_iters
 
@@ -183,8 +192,8 @@ class Trainer:
         loss_sum = None
         for _ in range(cfg.grad_accum):
             x, y = self.train_batches.next()
-            loss = model.loss(x, y)
-            model.backward(1.0 / cfg.grad_accum)  # gradients add up: the mean over micro-batches
+            loss = self.runner.loss(x, y)
+            self.runner.backward(1.0 / cfg.grad_accum)  # gradients add up: the mean over micro-batches
             loss_sum = loss if loss_sum is None else loss_sum + loss
         loss_value = backend.to_float(loss_sum) / cfg.grad_accum  # the one device sync of the step
         if not math.isfinite(loss_value):

@@ -1,0 +1,188 @@
+"""Data parallelism over the cores of one machine: a batch split along B across model replicas, one thread each.
+
+Why: a NumPy training step spends most of its time in matrix products, which BLAS already spreads over the
+cores, but every elementwise kernel, softmax and LayerNorm between them runs on one core while the other waits
+(or spins in BLAS's idle loop). Running one replica per core on its share of the batch, each with a single BLAS
+thread, keeps every core busy all through the step: at nanoGPT's shakespeare_char config on 2 cores it turned
+1838 ms per step into 1501 ms (benchmarks/train_step.py --workers). NumPy releases the GIL inside products and
+ufuncs, so threads (not processes) are enough, and the replicas can share the parameters' memory.
+
+What a replica is: a copy of the model's modules whose Parameters hold the *same* ``data`` arrays as the model's
+(no weights copied; an optimizer step on the model is seen by every replica) but their own ``grad`` arrays and
+their own forward caches. The replica of worker 0 is the model itself.
+
+Maths: the loss is a mean over the kept target positions. With the batch cut into chunks k holding n_k of the
+N kept positions, loss = sum_k (n_k / N) loss_k, so d(loss)/d(theta) = sum_k (n_k / N) d(loss_k)/d(theta): each
+replica back-propagates dloss * n_k / N from its own chunk's loss, and the replicas' gradients are then added
+into the model's (``+=``: gradient accumulation and tied weights work as without it). The result equals the
+one-replica gradient up to float rounding (a different order of summation), and for a given number of workers it
+is deterministic.
+
+    from npformer.parallel import DataParallel
+    dp = DataParallel(model, workers=2)
+    loss = dp.loss(x, y)      # forwards of the chunks, in parallel; the batch's mean loss
+    dp.backward()             # backwards of the chunks, in parallel; model's .grad += the batch's gradient
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+
+from . import backend
+from .blas import blas_threads
+from .nn.dropout import Dropout
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on (NumPy backend); 1 on a GPU backend."""
+    if backend.get_backend() != "numpy":
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _chunks(B: int, workers: int) -> list[tuple[int, int]]:
+    """[(start, stop)]: B rows cut into min(workers, B) contiguous chunks whose sizes differ by at most one."""
+    n = min(workers, B)
+    sizes = [B // n + (1 if k < B % n else 0) for k in range(n)]
+    bounds = np.cumsum([0] + sizes)
+    return [(int(bounds[k]), int(bounds[k + 1])) for k in range(n)]
+
+
+class DataParallel:
+    """Run ``model.loss`` / ``model.backward`` on ``workers`` chunks of the batch at once, one thread per chunk.
+
+    model: a Module with ``loss(idx, targets, ignore_index=...)`` returning a 0-d mean loss and
+        ``backward(dloss)`` (GPT, and any model written the same way). Its parameters must not be replaced by
+        arrays of another shape after this is built; their values may change freely (optimizer steps,
+        ``load_state_dict``).
+    workers: replicas, one thread each; None: ``default_workers()``. 1 runs the model itself, unchanged.
+
+    The model's own ``loss`` / ``backward`` / ``drop_caches`` stay usable; use this object's to go parallel.
+    NumPy backend only (on a GPU there is one device to share, not several cores).
+    """
+
+    def __init__(self, model, workers: int | None = None):
+        workers = default_workers() if workers is None else int(workers)
+        if workers < 1:
+            raise ValueError(f"DataParallel: workers must be >= 1, got {workers}")
+        if workers > 1 and backend.get_backend() != "numpy":
+            raise ValueError(f"DataParallel: {workers} workers need the NumPy backend (threads share CPU cores); "
+                             f"the backend is {backend.get_backend()!r}: use workers=1")
+        self.model = model
+        self.workers = workers
+        self.replicas = [model] + [self._replicate(model) for _ in range(workers - 1)]
+        self._pool = None
+        self._pending: list[tuple[object, float]] = []  # (replica, its share n_k / N) awaiting backward
+
+    # -- replicas ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _replicate(model):
+        """A copy of ``model`` sharing its parameter data, with zeroed gradients of its own and no caches."""
+        params = model.parameters()
+        memo = {id(p.data): p.data for p in params}  # deepcopy hands these back as they are: shared, not copied
+        for m in model.modules():  # caches are per replica and refilled by its next forward: do not copy them
+            memo.update({id(v): None for k, v in vars(m).items() if k.startswith("_cache") and v is not None})
+        replica = copy.deepcopy(model, memo)
+        replica.drop_caches()
+        for q in replica.parameters():
+            q.grad = np.zeros_like(q.data)
+        return replica
+
+    def _sync(self, replica) -> None:
+        """Point the replica at the model's current parameter arrays and modes (cheap: no data moves)."""
+        for p, q in zip(self.model.parameters(), replica.parameters(), strict=True):
+            if q.data is not p.data:
+                if q.data.shape != p.data.shape:
+                    raise RuntimeError("DataParallel: a parameter of the model changed shape since the replicas "
+                                       "were made; build a new DataParallel")
+                q.data = p.data
+            if q.grad.dtype != p.data.dtype:  # after model.astype(...)
+                q.grad = np.zeros_like(p.data)
+        for m, r in zip(self.model.modules(), replica.modules(), strict=True):
+            r.training = m.training
+            if isinstance(m, Dropout):
+                r.p = m.p
+                # a fresh mask stream per step, drawn from the model's own: replicas never repeat each other's
+                # masks, and the model's stream (saved in checkpoints) alone decides them all
+                if m.training and m.p > 0.0:
+                    r.seeds = np.random.default_rng(int(m.seeds.integers(0, 2**62)))
+
+    def _run(self, jobs):
+        """Call each job (a no-argument function) on its own thread, the first on this one; return the results."""
+        if len(jobs) == 1:
+            return [jobs[0]()]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.workers - 1, thread_name_prefix="npformer-dp")
+
+        def single(job):
+            with backend.single_threaded():
+                return job()
+
+        with blas_threads(1):
+            futures = [self._pool.submit(single, job) for job in jobs[1:]]
+            first = single(jobs[0])
+            return [first] + [f.result() for f in futures]
+
+    # -- the model's interface, parallel -------------------------------------------------------------------------
+    def loss(self, idx, targets, ignore_index: int = -100):
+        """idx, targets: (B, T) -> the mean loss over the batch's kept targets (0-d array), as ``model.loss``."""
+        if getattr(idx, "ndim", 0) < 1 or getattr(targets, "shape", None) != idx.shape:
+            raise ValueError(f"DataParallel: idx {getattr(idx, 'shape', None)} and targets "
+                             f"{getattr(targets, 'shape', None)} must have the same shape (B, ...)")
+        chunks = _chunks(idx.shape[0], self.workers)
+        if len(chunks) == 1:
+            self._pending = [(self.model, 1.0)]
+            extra = {} if ignore_index == -100 else {"ignore_index": ignore_index}  # models without the keyword
+            return self.model.loss(idx, targets, **extra)
+        replicas = self.replicas[:len(chunks)]
+        for r in replicas[1:]:
+            self._sync(r)
+        kept = [int((targets[a:b] != ignore_index).sum()) for a, b in chunks]
+        total = sum(kept)
+        # each chunk's loss is a mean over its own kept positions; weight it by its share of the batch's
+        shares = [k / total for k in kept] if total else [(b - a) / idx.shape[0] for a, b in chunks]
+        losses = self._run([lambda r=r, a=a, b=b: r.loss(idx[a:b], targets[a:b], ignore_index=ignore_index)
+                            for r, (a, b) in zip(replicas, chunks)])
+        self._pending = list(zip(replicas, shares))
+        total_loss = losses[0] * shares[0]
+        for loss, share in zip(losses[1:], shares[1:]):
+            total_loss = total_loss + loss * share
+        return total_loss.astype(losses[0].dtype)
+
+    def backward(self, dloss: float = 1.0) -> None:
+        """Add d(dloss * loss)/d(param) into every parameter's .grad of the model, as ``model.backward``."""
+        if not self._pending:
+            raise RuntimeError("DataParallel.backward: call loss(idx, targets) first")
+        pending, self._pending = self._pending, []
+        if len(pending) == 1:
+            self.model.backward(dloss)
+            return
+        for r, _ in pending[1:]:  # replicas' gradients hold this batch alone; the model's keep accumulating
+            for q in r.parameters():
+                q.grad[...] = 0
+        self._run([lambda r=r, s=s: r.backward(dloss * s) for r, s in pending])
+        params = self.model.parameters()
+        for r, _ in pending[1:]:
+            for p, q in zip(params, r.parameters()):
+                p.grad += q.grad
+
+    def drop_caches(self) -> None:
+        """Forget every replica's forward caches (after an evaluation forward that needs no backward)."""
+        self._pending = []
+        for r in self.replicas:
+            r.drop_caches()
+
+    def close(self) -> None:
+        """Stop the worker threads (they also stop when the program ends)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+

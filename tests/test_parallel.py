@@ -1,0 +1,186 @@
+"""DataParallel (model replicas on threads), BLAS thread control and the per-thread blockwise budget."""
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from npformer import backend
+from npformer.blas import blas_threads, get_blas_threads, set_blas_threads
+from npformer.gradcheck import check_model
+from npformer.models import GPT, GPTConfig
+from npformer.nn import Dropout
+from npformer.parallel import DataParallel, _chunks
+from npformer.trainer import TrainConfig, Trainer
+
+from .strategies import GRAD_ATOL, GRAD_RTOL, gpt_configs, seeds
+
+
+def _batch(rng, cfg, B, T, ignore_fraction):
+    x = rng.integers(0, cfg.vocab_size, size=(B, T))
+    y = rng.integers(0, cfg.vocab_size, size=(B, T))
+    y[rng.random((B, T)) < ignore_fraction] = -100
+    if 0.0 < ignore_fraction < 1.0:
+        y[0, 1:] = -100  # uneven kept counts per chunk (the first keeps one target): shares must follow them
+        y[0, 0] = 0
+    return x, y
+
+
+@given(gpt_configs(max_block=5), st.integers(2, 5), st.integers(1, 3), st.sampled_from([0.5, 0.0, 1.0]), seeds())
+def test_parallel_equals_one_replica(cfg, B, workers, ignore_fraction, seed):
+    """Loss and every gradient equal the model's own (float64, 1e-12), whatever the split, the ignored targets
+    (an all-ignored chunk included) and the gradients already there (they are added to, not overwritten)."""
+    cfg = dataclasses.replace(cfg, dropout=0.0)
+    rng = np.random.default_rng(seed)
+    with backend.float64():
+        model = GPT(cfg)
+        x, y = _batch(rng, cfg, B, cfg.block_size, ignore_fraction)
+        before = {n: rng.standard_normal(p.shape) for n, p in model.named_parameters()}
+        for n, p in model.named_parameters():
+            p.grad[...] = before[n]
+        loss_ref = float(model.loss(x, y))
+        model.backward(0.7)
+        ref = {n: p.grad.copy() for n, p in model.named_parameters()}
+
+        for n, p in model.named_parameters():
+            p.grad[...] = before[n]
+        dp = DataParallel(model, workers)
+        loss = dp.loss(x, y)
+        dp.backward(0.7)
+    assert loss.dtype == np.float64
+    np.testing.assert_allclose(float(loss), loss_ref, rtol=1e-12, atol=1e-12)
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(p.grad, ref[n], rtol=1e-12, atol=1e-12, err_msg=n)
+
+
+# a third of the profile's examples: each takes ~1 s, as every finite-difference forward hands work to a thread
+@settings(max_examples=max(4, settings().max_examples // 3))
+@given(gpt_configs(max_vocab=5, max_block=3), st.integers(2, 3), seeds())
+def test_parallel_gradients_match_finite_differences(cfg, B, seed):
+    """The parallel path's own gradients (dropout included) against central differences of its own loss."""
+    rng = np.random.default_rng(seed)
+    with backend.float64():
+        model = GPT(cfg)
+        for p in model.parameters():  # not the zero biases of init: with them a dropped-out row lands on ReLU's kink
+            p.data[...] = rng.standard_normal(p.shape) * 0.5
+        dp = DataParallel(model, 2)
+        x, y = _batch(rng, cfg, B, cfg.block_size, 0.2)
+
+        def loss_fn():
+            for m in model.modules():  # the same masks every call: replicas' streams derive from the model's
+                if isinstance(m, Dropout):
+                    m.seeds = np.random.default_rng(m.seed)
+            return dp.loss(x, y)
+
+        report = check_model(loss_fn, dp.backward, model.named_parameters(), rtol=GRAD_RTOL, atol=GRAD_ATOL)
+    assert report.passed, report
+
+
+def test_replicas_share_weights_not_gradients_or_masks():
+    cfg = GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8, dropout=0.3, seed=4)
+    model = GPT(cfg)
+    dp = DataParallel(model, 2)
+    replica = dp.replicas[1]
+    for p, q in zip(model.parameters(), replica.parameters()):
+        assert q.data is p.data or np.shares_memory(q.data, p.data)
+        assert not np.shares_memory(q.grad, p.grad)
+    x = np.zeros((2, 6), dtype=np.int64)  # two identical rows: with shared masks the chunks would be twins
+    dp.loss(x, x)
+    drops = [[m for m in r.modules() if isinstance(m, Dropout) and m.p > 0] for r in dp.replicas]
+    assert drops[0] and all(a._last_seed != b._last_seed for a, b in zip(*drops))
+    # an optimizer step on the model's arrays is what the replica computes with next
+    for p in model.parameters():
+        p.data += 1.0
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), replica.parameters()))
+
+
+def test_parallel_follows_model_modes_and_state_loads():
+    cfg = GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8, dropout=0.5, seed=1)
+    model = GPT(cfg)
+    dp = DataParallel(model, 2)
+    x = np.arange(24).reshape(4, 6) % 11
+    model.eval()
+    assert float(dp.loss(x, x)) == pytest.approx(float(model.loss(x, x)), rel=1e-6)  # no dropout in eval mode
+    other = GPT(dataclasses.replace(cfg, seed=9))
+    model.load_state_dict(other.state_dict())
+    assert float(dp.loss(x, x)) == pytest.approx(float(other.eval().loss(x, x)), rel=1e-6)
+    dp.drop_caches()
+    with pytest.raises(RuntimeError, match="call loss"):
+        dp.backward()
+
+
+def test_parallel_errors():
+    model = GPT(GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8))
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        DataParallel(model, 0)
+    dp = DataParallel(model, 2)
+    with pytest.raises(ValueError, match="same shape"):
+        dp.loss(np.zeros((2, 6), dtype=np.int64), np.zeros((2, 5), dtype=np.int64))
+    with pytest.raises(RuntimeError, match="call loss"):
+        dp.backward()
+    model.wte.weight.data = np.zeros((12, 8), dtype=np.float32)  # replaced by an array of another shape
+    with pytest.raises(RuntimeError, match="changed shape"):
+        dp.loss(np.zeros((2, 6), dtype=np.int64), np.zeros((2, 6), dtype=np.int64))
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        TrainConfig(workers=0).validate()
+
+
+@given(st.integers(1, 50), st.integers(1, 8))
+def test_chunks_cover_the_batch_evenly(B, workers):
+    chunks = _chunks(B, workers)
+    assert len(chunks) == min(B, workers)
+    assert chunks[0][0] == 0 and chunks[-1][1] == B
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    sizes = [b - a for a, b in chunks]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def test_trainer_with_workers_resumes_exactly(tmp_path):
+    """Two workers: deterministic, so a run killed after its step-3 checkpoint continues bit for bit; and it
+    learns what one worker learns (same losses up to float32 rounding of a different summation order)."""
+    data = (np.arange(4000) * 5) % 13
+
+    def trainer(out_dir, max_iters, workers):
+        model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.1, seed=3))
+        cfg = TrainConfig(max_iters=max_iters, batch_size=4, learning_rate=1e-2, warmup_iters=2, lr_decay_iters=8,
+                          eval_interval=3, eval_iters=2, log_interval=1, out_dir=str(out_dir), seed=5, quiet=True,
+                          workers=workers)
+        return Trainer(model, cfg, data[:3600], data[3600:])
+
+    full = trainer(tmp_path / "full", 6, 2)
+    full.run()
+    killed = trainer(tmp_path / "killed", 4, 2)
+    killed.run()
+    resumed = trainer(tmp_path / "killed", 6, 2)
+    resumed.resume(str(tmp_path / "killed" / "ckpt.npz"))
+    resumed.run()
+    assert [r["train_loss"] for r in full.history][-2:] == [r["train_loss"] for r in resumed.history][-2:]
+    for p, q in zip(full.model.parameters(), resumed.model.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+    assert full.runner.workers == 2 and len(full.runner.replicas) == 2
+
+
+def test_blas_thread_count_is_set_and_restored():
+    before = get_blas_threads()
+    if before is None:
+        pytest.skip("no BLAS whose thread count can be controlled is loaded here")
+    with blas_threads(1) as controlled:
+        assert controlled and get_blas_threads() == 1
+        a = np.ones((64, 64), dtype=np.float32)
+        np.testing.assert_allclose(a @ a, 64.0)  # products still right with one thread
+    assert get_blas_threads() == before
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        set_blas_threads(0)
+
+
+def test_single_threaded_is_per_thread():
+    seen = {}
+    with backend.single_threaded():
+        assert backend.num_threads() == 1
+        other = threading.Thread(target=lambda: seen.setdefault("other", backend.num_threads()))
+        other.start()
+        other.join()
+    assert seen["other"] == backend.num_threads()  # another thread keeps its own budget
