@@ -46,6 +46,10 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _add_into(total, part) -> None:
+    total += part
+
+
 def _chunks(B: int, workers: int) -> list[tuple[int, int]]:
     """[(start, stop)]: B rows cut into min(workers, B) contiguous chunks whose sizes differ by at most one."""
     n = min(workers, B)
@@ -76,42 +80,82 @@ class DataParallel:
                              f"the backend is {backend.get_backend()!r}: use workers=1")
         self.model = model
         self.workers = workers
-        self.replicas = [model] + [self._replicate(model) for _ in range(workers - 1)]
+        self.replicas = [model]
+        self._links = []  # per extra replica: what ties it to the model (see _link)
+        for _ in range(workers - 1):
+            replica = self._replicate(model)
+            self.replicas.append(replica)
+            self._links.append(self._link(model, replica))
         self._pool = None
         self._pending: list[tuple[object, float]] = []  # (replica, its share n_k / N) awaiting backward
 
     # -- replicas ----------------------------------------------------------------------------------------------
     @staticmethod
     def _replicate(model):
-        """A copy of ``model`` sharing its parameter data, with zeroed gradients of its own and no caches."""
-        params = model.parameters()
-        memo = {id(p.data): p.data for p in params}  # deepcopy hands these back as they are: shared, not copied
+        """A copy of ``model`` sharing its parameter data, with no caches (gradients: see ``_link``)."""
+        memo = {id(p.data): p.data for p in model.parameters()}  # deepcopy hands these back: shared, not copied
         for m in model.modules():  # caches are per replica and refilled by its next forward: do not copy them
             memo.update({id(v): None for k, v in vars(m).items() if k.startswith("_cache") and v is not None})
         replica = copy.deepcopy(model, memo)
         replica.drop_caches()
-        for q in replica.parameters():
-            q.grad = np.zeros_like(q.data)
         return replica
 
-    def _sync(self, replica) -> None:
-        """Point the replica at the model's current parameter arrays and modes (cheap: no data moves)."""
-        for p, q in zip(self.model.parameters(), replica.parameters(), strict=True):
+    @staticmethod
+    def _link(model, replica) -> dict:
+        """The (model, replica) parameter pairs, module pairs and Dropout pairs, found once (walking the module
+        tree every step would cost more than the step's small kernels at tiny sizes); and the replica's gradients,
+        views of one buffer laid out like the model's flattened gradients (``flatten_parameters``) when it has
+        them, so that zeroing is one fill and the reduction one add."""
+        by_id = {id(p): q for p, q in zip(model.parameters(), replica.parameters(), strict=True)}
+        flat = getattr(model, "_flat_grads", None)
+        order = flat[0] if flat is not None and len(flat[0]) == len(by_id) else model.parameters()
+        pairs = [(p, by_id[id(p)]) for p in order]
+        dtype = pairs[0][0].data.dtype if pairs else np.float32
+        buffer = np.zeros(sum(p.size for p, _ in pairs), dtype=dtype)
+        offset = 0
+        for p, q in pairs:
+            q.grad = buffer[offset:offset + p.size].reshape(p.data.shape)
+            offset += p.size
+        modules = list(zip(model.modules(), replica.modules(), strict=True))
+        dropouts = [(m, r) for m, r in modules if isinstance(m, Dropout)]
+        return dict(pairs=pairs, modules=modules, dropouts=dropouts, grads=buffer)
+
+    def _sync(self, link: dict) -> None:
+        """Point a replica at the model's current parameter arrays and modes (cheap: no data moves)."""
+        for p, q in link["pairs"]:
             if q.data is not p.data:
                 if q.data.shape != p.data.shape:
                     raise RuntimeError("DataParallel: a parameter of the model changed shape since the replicas "
                                        "were made; build a new DataParallel")
                 q.data = p.data
-            if q.grad.dtype != p.data.dtype:  # after model.astype(...)
+            if q.grad.dtype != p.data.dtype:  # after model.astype(...): the one buffer no longer fits
                 q.grad = np.zeros_like(p.data)
-        for m, r in zip(self.model.modules(), replica.modules(), strict=True):
+        for m, r in link["modules"]:
             r.training = m.training
-            if isinstance(m, Dropout):
-                r.p = m.p
-                # a fresh mask stream per step, drawn from the model's own: replicas never repeat each other's
-                # masks, and the model's stream (saved in checkpoints) alone decides them all
-                if m.training and m.p > 0.0:
-                    r.seeds = np.random.default_rng(int(m.seeds.integers(0, 2**62)))
+        for m, r in link["dropouts"]:
+            r.p = m.p
+            # a fresh mask stream per step, drawn from the model's own: replicas never repeat each other's
+            # masks, and the model's stream (saved in checkpoints) alone decides them all
+            if m.training and m.p > 0.0:
+                r.seeds = np.random.default_rng(int(m.seeds.integers(0, 2**62)))
+
+    def _zero_grads(self, link: dict) -> None:
+        if all(q.grad.base is link["grads"] for _, q in link["pairs"]):
+            link["grads"][...] = 0
+        else:
+            for _, q in link["pairs"]:
+                q.grad[...] = 0
+
+    def _add_grads(self, link: dict) -> None:
+        """model grads += replica grads: one add over the buffers when both are laid out alike."""
+        flat = getattr(self.model, "_flat_grads", None)
+        pairs = link["pairs"]
+        if (flat is not None and len(flat[0]) == len(pairs) and all(p is f for (p, _), f in zip(pairs, flat[0]))
+                and all(p.grad.base is flat[1] and q.grad.base is link["grads"] for p, q in pairs)):
+            backend.blockwise(_add_into, flat[1], link["grads"])
+        else:
+            for p, q in pairs:
+                p.grad += q.grad
 
     def _run(self, jobs):
         """Call each job (a no-argument function) on its own thread, the first on this one; return the results."""
@@ -143,8 +187,8 @@ class DataParallel:
             extra = {} if ignore_index == -100 else {"ignore_index": ignore_index}  # models without the keyword
             return self.model.loss(idx, targets, **extra)
         replicas = self.replicas[:len(chunks)]
-        for r in replicas[1:]:
-            self._sync(r)
+        for link in self._links[:len(chunks) - 1]:
+            self._sync(link)
         kept = [int((targets[a:b] != ignore_index).sum()) for a, b in chunks]
         total = sum(kept)
         # each chunk's loss is a mean over its own kept positions; weight it by its share of the batch's
@@ -165,14 +209,12 @@ class DataParallel:
         if len(pending) == 1:
             self.model.backward(dloss)
             return
-        for r, _ in pending[1:]:  # replicas' gradients hold this batch alone; the model's keep accumulating
-            for q in r.parameters():
-                q.grad[...] = 0
+        links = self._links[:len(pending) - 1]
+        for link in links:  # replicas' gradients hold this batch alone; the model's keep accumulating
+            self._zero_grads(link)
         self._run([lambda r=r, s=s: r.backward(dloss * s) for r, s in pending])
-        params = self.model.parameters()
-        for r, _ in pending[1:]:
-            for p, q in zip(params, r.parameters()):
-                p.grad += q.grad
+        for link in links:
+            self._add_grads(link)
 
     def drop_caches(self) -> None:
         """Forget every replica's forward caches (after an evaluation forward that needs no backward)."""
