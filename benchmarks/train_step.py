@@ -3,14 +3,16 @@
 One step = forward, backward, gradient clipping and AdamW on a (B, T) batch of random tokens, float32.
 Each measurement runs in a fresh subprocess so its peak memory is its own: the figure printed is the peak
 resident memory (VmHWM) minus the resident memory after imports, i.e. model + optimizer state + activations +
-temporaries. Model FLOPs utilisation (MFU) = the step's FLOPs (6 x parameters x tokens + attention) / time,
-against this machine's own float32 matrix-product rate measured here with NumPy.
+temporaries; with worker processes, plus what each worker's peak adds to what it shared with its parent at the
+fork. Model FLOPs utilisation (MFU) = the step's FLOPs (6 x parameters x tokens + attention) / time, against this
+machine's own float32 matrix-product rate measured here with NumPy.
 
     python benchmarks/train_step.py                  # baby and shakespeare_char configs, npformer vs torch
     python benchmarks/train_step.py --configs baby --steps 20
     python benchmarks/train_step.py --backend cupy   # on a GPU (torch then runs on CUDA too)
     python benchmarks/train_step.py --configs shakespeare_char --recompute   # + a line with recomputation
-    python benchmarks/train_step.py --workers 1      # npformer without DataParallel only
+    python benchmarks/train_step.py --workers 1      # npformer without data parallelism only
+    python benchmarks/train_step.py --parallel threads   # workers as threads (default: processes where possible)
 
 npformer's child calls backend.keep_host_memory() first (freed blocks stay in the process for reuse: no page
 faults per step); torch's child runs as torch does by default.
@@ -36,10 +38,10 @@ CONFIGS = {
 }
 
 
-def rss_kib(field: str) -> int:
-    """VmRSS (current) or VmHWM (peak) of this process, in KiB (Linux)."""
+def rss_kib(field: str, pid: int | str = "self") -> int:
+    """VmRSS (current) or VmHWM (peak) of this process (or of process ``pid``), in KiB (Linux)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
@@ -71,14 +73,15 @@ def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
 
 
 # -- one measurement (runs in a child process) ---------------------------------------------------------------------
-def measure_npformer(cfg: dict, steps: int, warmup: int, backend_name: str, options: dict, workers: int) -> dict:
+def measure_npformer(cfg: dict, steps: int, warmup: int, backend_name: str, options: dict, workers: int,
+                     parallel: str) -> dict:
     import numpy as np
 
     import npformer
     from npformer import backend
     from npformer.models import GPT, GPTConfig
     from npformer.optim import AdamW, clip_grad_norm, param_groups
-    from npformer.parallel import DataParallel
+    from npformer.parallel import data_parallel
 
     npformer.set_backend(backend_name)
     backend.keep_host_memory()  # reuse freed activations instead of faulting fresh pages in every step
@@ -91,7 +94,9 @@ def measure_npformer(cfg: dict, steps: int, warmup: int, backend_name: str, opti
     batches = [(backend.asarray(rng.integers(0, V, size=(B, T))), backend.asarray(rng.integers(0, V, size=(B, T))))
                for _ in range(4)]
     params = model.parameters()
-    runner = DataParallel(model, workers)  # workers=1: the model itself
+    runner = data_parallel(model, workers, parallel)  # workers=1: the model itself
+    # worker processes (if any) are forks: count what each adds on top of what it shared at the fork
+    worker_base = {proc.pid: rss_kib("VmRSS", proc.pid) for proc in getattr(runner, "_procs", [])}
 
     def step(i):
         x, y = batches[i % 4]
@@ -113,8 +118,9 @@ def measure_npformer(cfg: dict, steps: int, warmup: int, backend_name: str, opti
         backend.to_float(loss)
         sync()
         times.append(time.perf_counter() - t0)
+    workers_kib = sum(rss_kib("VmHWM", pid) - kib for pid, kib in worker_base.items())
     result = dict(n_params=model.num_parameters(), step_s=float(np.median(times)),
-                  peak_mib=(rss_kib("VmHWM") - base) / 1024)
+                  peak_mib=(rss_kib("VmHWM") - base + workers_kib) / 1024)
     if backend_name == "cupy":
         pool = backend.xp().get_default_memory_pool()
         result["gpu_peak_mib"] = pool.total_bytes() / 2**20
@@ -168,7 +174,8 @@ def measure_torch(cfg: dict, steps: int, warmup: int, device: str, threads: int)
 
 def run_child(kind: str, config: str, args, options: dict, workers: int = 1) -> dict | None:
     payload = json.dumps(dict(kind=kind, config=config, steps=args.steps, warmup=args.warmup,
-                              backend=args.backend, threads=args.threads, options=options, workers=workers))
+                              backend=args.backend, threads=args.threads, options=options, workers=workers,
+                              parallel=args.parallel))
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", payload], capture_output=True,
                           text=True, cwd=ROOT)
     if proc.returncode != 0:
@@ -181,7 +188,8 @@ def child_main(payload: str) -> None:
     p = json.loads(payload)
     cfg = CONFIGS[p["config"]]
     if p["kind"] == "npformer":
-        out = measure_npformer(cfg, p["steps"], p["warmup"], p["backend"], p["options"], p["workers"])
+        out = measure_npformer(cfg, p["steps"], p["warmup"], p["backend"], p["options"], p["workers"],
+                               p["parallel"])
     else:
         out = measure_torch(cfg, p["steps"], p["warmup"], "cuda" if p["backend"] == "cupy" else "cpu", p["threads"])
     print(json.dumps(out))
@@ -199,6 +207,8 @@ def main() -> None:
                     help="npformer: model replicas, one thread and one BLAS thread each (npformer.parallel."
                          "DataParallel); default: one per core on numpy, 1 on cupy. With more than one, a second "
                          "npformer line shows the same step with 1 worker (the model alone, BLAS on every core)")
+    ap.add_argument("--parallel", choices=["auto", "threads", "processes"], default="auto",
+                    help="npformer's workers as threads or processes (auto: processes where they can fork)")
     ap.add_argument("--attn-impl", choices=["plain", "flash"], default="plain")
     ap.add_argument("--loss-chunk", type=int, default=0, help="fused LM head + loss over chunks of N tokens")
     ap.add_argument("--recompute", action="store_true",
@@ -220,7 +230,7 @@ def main() -> None:
     print(f"npformer training-step benchmark | backend {args.backend} | float32 | {os.cpu_count()} cores")
     if rate:
         print(f"machine float32 matmul rate (numpy, 2048^3): {rate / 1e9:.1f} GFLOP/s")
-    print(f"options: {options} | npformer workers: {args.workers}")
+    print(f"options: {options} | npformer workers: {args.workers} ({args.parallel})")
     header = f"{'config':<17} {'framework':<10} {'params':>10} {'ms/step':>9} {'tokens/s':>10} {'peak MiB':>9}"
     print(header + (f" {'MFU':>6}" if rate else "") + f" {'vs torch':>9}")
     for name in args.configs.split(","):

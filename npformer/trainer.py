@@ -22,7 +22,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import BatchSampler
 from .nn import Dropout
 from .optim import AdamW, clip_grad_norm, param_groups
-from .parallel import DataParallel
+from .parallel import PARALLEL_MODES, data_parallel
 from .schedules import constant, warmup_cosine
 
 
@@ -57,9 +57,12 @@ class TrainConfig:
     # (npformer.parallel.DataParallel); None: one per core on the NumPy backend. Results depend on the number
     # (float rounding), so a resumed run continues bit for bit only with the same workers.
     workers: int | None = 1
+    parallel: str = "auto"  # with workers > 1: "threads", "processes", or "auto" (processes where they can fork)
 
     def validate(self) -> None:
         problems = []
+        if self.parallel not in PARALLEL_MODES:
+            problems.append(f"parallel must be one of {PARALLEL_MODES}, got {self.parallel!r}")
         if self.workers is not None and self.workers < 1:
             problems.append(f"workers must be >= 1 or None (one per core), got {self.workers}")
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
@@ -91,7 +94,7 @@ class Trainer:
         config.validate()
         self.model, self.cfg, self.meta = model, config, dict(meta or {})
         # loss / backward / drop_caches go through the runner: the model itself, or its replicas in parallel
-        self.runner = DataParallel(model, config.workers)
+        self.runner = data_parallel(model, config.workers, config.parallel)
         T = model.config.block_size
         self.train_batches = BatchSampler(train_ids, T, config.batch_size, seed=config.seed)
         self.val_batches = BatchSampler(val_ids, T, config.batch_size, seed=config.seed + 1)

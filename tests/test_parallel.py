@@ -13,10 +13,14 @@ from npformer.blas import blas_threads, get_blas_threads, set_blas_threads
 from npformer.gradcheck import check_model
 from npformer.models import GPT, GPTConfig
 from npformer.nn import Dropout
-from npformer.parallel import DataParallel, _chunks
+from npformer.parallel import DataParallel, _chunks, data_parallel
+from npformer.parallel_processes import ProcessDataParallel, processes_available
 from npformer.trainer import TrainConfig, Trainer
 
 from .strategies import GRAD_ATOL, GRAD_RTOL, gpt_configs, seeds
+
+MODES = ["threads", pytest.param("processes", marks=pytest.mark.skipif(
+    not processes_available(), reason="this platform cannot fork worker processes"))]
 
 
 def _batch(rng, cfg, B, T, ignore_fraction):
@@ -29,8 +33,9 @@ def _batch(rng, cfg, B, T, ignore_fraction):
     return x, y
 
 
+@pytest.mark.parametrize("mode", MODES)
 @given(gpt_configs(max_block=5), st.integers(2, 5), st.integers(1, 3), st.sampled_from([0.5, 0.0, 1.0]), seeds())
-def test_parallel_equals_one_replica(cfg, B, workers, ignore_fraction, seed):
+def test_parallel_equals_one_replica(mode, cfg, B, workers, ignore_fraction, seed):
     """Loss and every gradient equal the model's own (float64, 1e-12), whatever the split, the ignored targets
     (an all-ignored chunk included) and the gradients already there (they are added to, not overwritten)."""
     cfg = dataclasses.replace(cfg, dropout=0.0)
@@ -47,9 +52,13 @@ def test_parallel_equals_one_replica(cfg, B, workers, ignore_fraction, seed):
 
         for n, p in model.named_parameters():
             p.grad[...] = before[n]
-        dp = DataParallel(model, workers)
-        loss = dp.loss(x, y)
-        dp.backward(0.7)
+        dp = data_parallel(model, workers, mode)
+        try:
+            loss = dp.loss(x, y)
+            dp.backward(0.7)
+        finally:
+            if hasattr(dp, "close"):
+                dp.close()
     assert loss.dtype == np.float64
     np.testing.assert_allclose(float(loss), loss_ref, rtol=1e-12, atol=1e-12)
     for n, p in model.named_parameters():
@@ -58,15 +67,16 @@ def test_parallel_equals_one_replica(cfg, B, workers, ignore_fraction, seed):
 
 # a third of the profile's examples: each takes ~1 s, as every finite-difference forward hands work to a thread
 @settings(max_examples=max(4, settings().max_examples // 3))
+@pytest.mark.parametrize("mode", MODES)
 @given(gpt_configs(max_vocab=5, max_block=3), st.integers(2, 3), seeds())
-def test_parallel_gradients_match_finite_differences(cfg, B, seed):
+def test_parallel_gradients_match_finite_differences(mode, cfg, B, seed):
     """The parallel path's own gradients (dropout included) against central differences of its own loss."""
     rng = np.random.default_rng(seed)
     with backend.float64():
         model = GPT(cfg)
         for p in model.parameters():  # not the zero biases of init: with them a dropped-out row lands on ReLU's kink
             p.data[...] = rng.standard_normal(p.shape) * 0.5
-        dp = DataParallel(model, 2)
+        dp = data_parallel(model, 2, mode)
         x, y = _batch(rng, cfg, B, cfg.block_size, 0.2)
 
         def loss_fn():
@@ -75,7 +85,11 @@ def test_parallel_gradients_match_finite_differences(cfg, B, seed):
                     m.seeds = np.random.default_rng(m.seed)
             return dp.loss(x, y)
 
-        report = check_model(loss_fn, dp.backward, model.named_parameters(), rtol=GRAD_RTOL, atol=GRAD_ATOL)
+        try:
+            report = check_model(loss_fn, dp.backward, model.named_parameters(), rtol=GRAD_RTOL, atol=GRAD_ATOL)
+        finally:
+            if hasattr(dp, "close"):
+                dp.close()
     assert report.passed, report
 
 
@@ -138,7 +152,8 @@ def test_chunks_cover_the_batch_evenly(B, workers):
     assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
 
 
-def test_trainer_with_workers_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_trainer_with_workers_resumes_exactly(tmp_path, mode):
     """Two workers: deterministic, so a run killed after its step-3 checkpoint continues bit for bit; and it
     learns what one worker learns (same losses up to float32 rounding of a different summation order)."""
     data = (np.arange(4000) * 5) % 13
@@ -147,7 +162,7 @@ def test_trainer_with_workers_resumes_exactly(tmp_path):
         model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.1, seed=3))
         cfg = TrainConfig(max_iters=max_iters, batch_size=4, learning_rate=1e-2, warmup_iters=2, lr_decay_iters=8,
                           eval_interval=3, eval_iters=2, log_interval=1, out_dir=str(out_dir), seed=5, quiet=True,
-                          workers=workers)
+                          workers=workers, parallel=mode)
         return Trainer(model, cfg, data[:3600], data[3600:])
 
     full = trainer(tmp_path / "full", 6, 2)
@@ -160,7 +175,11 @@ def test_trainer_with_workers_resumes_exactly(tmp_path):
     assert [r["train_loss"] for r in full.history][-2:] == [r["train_loss"] for r in resumed.history][-2:]
     for p, q in zip(full.model.parameters(), resumed.model.parameters()):
         np.testing.assert_array_equal(p.data, q.data)
-    assert full.runner.workers == 2 and len(full.runner.replicas) == 2
+    assert full.runner.workers == 2
+    assert isinstance(full.runner, ProcessDataParallel if mode == "processes" else DataParallel)
+    for t in (full, killed, resumed):
+        if hasattr(t.runner, "close"):
+            t.runner.close()
 
 
 def test_blas_thread_count_is_set_and_restored():
@@ -184,3 +203,31 @@ def test_single_threaded_is_per_thread():
         other.start()
         other.join()
     assert seen["other"] == backend.num_threads()  # another thread keeps its own budget
+
+
+@pytest.mark.skipif(not processes_available(), reason="this platform cannot fork worker processes")
+def test_processes_share_weights_and_report_failures():
+    cfg = GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8, seed=2)
+    model = GPT(cfg)
+    dp = ProcessDataParallel(model, 2)
+    try:
+        x = np.arange(24).reshape(4, 6) % 11
+        for p in model.parameters():  # as an optimizer step would: in place, in the main process only
+            p.data *= 1.5
+        assert float(dp.loss(x, x)) == pytest.approx(float(model.loss(x, x)), rel=1e-6)
+        dp.drop_caches()
+        bad = x.copy()
+        bad[3, 0] = 11  # in the worker's chunk: its error comes back with the worker's traceback
+        with pytest.raises(RuntimeError, match="worker 1 failed.*out of range"):
+            dp.loss(bad, x)
+        with pytest.raises(ValueError, match="out of range"):  # in this process's chunk
+            dp.loss(x, np.where(x == 0, 11, x))
+        # nothing left over in the pipes: the next call still answers right
+        assert float(dp.loss(x, x)) == pytest.approx(float(model.loss(x, x)), rel=1e-6)
+        with pytest.raises(ValueError, match="workers must be >= 1"):
+            ProcessDataParallel(model, 0)
+        with pytest.raises(ValueError, match="mode must be one of"):
+            data_parallel(model, 2, "fibers")
+    finally:
+        dp.close()
+    assert not any(proc.is_alive() for proc in dp._procs)
