@@ -271,15 +271,16 @@ def _thread_pool(workers: int):
     return _pool
 
 
-def blockwise(kernel, *arrays, block_elements: int | None = None) -> None:
+def blockwise(kernel, *arrays, block_elements: int | None = None, parallel_min: int | None = None) -> None:
     """Run ``kernel(*views)`` over matching blocks of rows of ``arrays`` (all with the same first axis N).
 
     The kernel computes in place into the output arrays among ``arrays`` (``out=`` ufuncs) and must treat each
     block independently (row-wise or elementwise work). On NumPy the rows are cut into blocks of about
     ``block_elements`` (default ``BLOCK_ELEMENTS``) elements of the first array, so a kernel's several passes
     over a block run in the cache instead of streaming whole arrays through memory, and large jobs are split
-    over ``num_threads()`` threads (NumPy releases the GIL inside each ufunc call). On CuPy the kernel runs once
-    on the whole arrays.
+    over ``num_threads()`` threads (NumPy releases the GIL inside each ufunc call). "Large" means at least
+    ``parallel_min`` elements in the first array (default ``PARALLEL_MIN_ELEMENTS``): a kernel doing much work
+    per element (AdamW's) pays for the threads at smaller sizes. On CuPy the kernel runs once on the whole arrays.
     """
     if arrays[0].ndim == 0 or array_module(*arrays) is not np or arrays[0].shape[0] <= 1:
         kernel(*arrays)
@@ -292,7 +293,8 @@ def blockwise(kernel, *arrays, block_elements: int | None = None) -> None:
         kernel(*arrays)
         return
 
-    workers = min(num_threads() if arrays[0].size >= PARALLEL_MIN_ELEMENTS else 1, -(-n // rows))
+    parallel_min = PARALLEL_MIN_ELEMENTS if parallel_min is None else parallel_min
+    workers = min(num_threads() if arrays[0].size >= parallel_min else 1, -(-n // rows))
     if workers == 1:
         for s in range(0, n, rows):
             kernel(*(a[s:s + rows] for a in arrays))

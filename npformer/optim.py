@@ -414,6 +414,9 @@ def _any_group_has(params, key: str) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # AdamW
 # ---------------------------------------------------------------------------------------------------------------
+ADAMW_PARALLEL_MIN = 1 << 18  # elements from which AdamW's update runs on several threads (see blockwise)
+
+
 class AdamW(Optimizer):
     """Adam with decoupled weight decay (torch.optim.AdamW, amsgrad off). At step t (from 1)::
 
@@ -467,12 +470,15 @@ class AdamW(Optimizer):
             s *= -step_size
             p += s
 
+        # 14 passes over 4 arrays per element: two threads pay off from 256K elements (0.8M: 2.6 -> 1.8 ms)
         if flat is not None:  # the whole group is one buffer: a few passes over it, block by block
-            backend.blockwise(update, flat["param"], flat["grad"], flat["exp_avg"], flat["exp_avg_sq"])
+            backend.blockwise(update, flat["param"], flat["grad"], flat["exp_avg"], flat["exp_avg_sq"],
+                              parallel_min=ADAMW_PARALLEL_MIN)
             return
         for pname, p in zip(group["names"], group["params"]):
             state = self.state[pname]
-            backend.blockwise(update, p.data, p.grad, state["exp_avg"], state["exp_avg_sq"])
+            backend.blockwise(update, p.data, p.grad, state["exp_avg"], state["exp_avg_sq"],
+                              parallel_min=ADAMW_PARALLEL_MIN)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 import mmap
 import multiprocessing
 import os
+import signal
 import traceback
 import weakref
 
@@ -55,6 +56,7 @@ def _shared_zeros(n: int, dtype) -> np.ndarray:
 
 def _worker_loop(conn, model, grads: np.ndarray) -> None:
     """A worker process: its (forked) copy of ``model`` runs the commands the main process sends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it then stops us
     os.environ["NPFORMER_NUM_THREADS"] = "1"  # blockwise's thread pool did not survive the fork: never use it
     set_blas_threads(1)
     modules = list(model.modules())
