@@ -116,6 +116,7 @@ class ProcessDataParallel:
         self.model = model
         self.workers = workers
         self._pending: list[float] = []  # shares of the chunks awaiting backward
+        self._broken = False  # set when interrupted mid-command: the pipes can no longer be trusted
         self._order = self._share_parameters(model)
         self._procs, self._conns, self._grads = [], [], []
         self._modules = list(model.modules())
@@ -173,6 +174,8 @@ class ProcessDataParallel:
 
     # -- talking to the workers --------------------------------------------------------------------------------
     def _send(self, k: int, command: str, args=None) -> None:
+        if self._broken:
+            raise RuntimeError("ProcessDataParallel: interrupted while its workers were busy; build a new one")
         try:
             self._conns[k].send((command, args))
         except (BrokenPipeError, OSError) as exc:
@@ -210,6 +213,9 @@ class ProcessDataParallel:
                 results.append(self._receive(k))
             except RuntimeError as exc:
                 failure = failure or exc
+            except BaseException:  # Ctrl-C while waiting: replies may be left in the pipes, so stop for good
+                self._broken = True
+                raise
         if failure is not None:
             self._pending = []
             raise failure
