@@ -30,7 +30,7 @@ from npformer.generate import generate  # noqa: E402
 from npformer.models import GPT, GPTConfig  # noqa: E402
 from npformer.trainer import TrainConfig, Trainer, TrainingDiverged  # noqa: E402
 
-# The baby GPT of nanoGPT's README (CPU overrides); 3000 steps take about 2.5 minutes on 2 cores.
+# The baby GPT of nanoGPT's README (CPU overrides); 3000 steps take about 2 minutes on 2 cores.
 MODEL_DEFAULTS = dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=True)
 TRAIN_DEFAULTS = dict(max_iters=3000, batch_size=12, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
                       eval_interval=250, eval_iters=20, log_interval=50, out_dir="out/train_char",
