@@ -72,6 +72,20 @@ def _add_into(total, part) -> None:
     total += part
 
 
+def _check_batch(where: str, idx, targets) -> None:
+    if getattr(idx, "ndim", 0) < 1 or getattr(targets, "shape", None) != idx.shape:
+        raise ValueError(f"{where}: idx {getattr(idx, 'shape', None)} and targets "
+                         f"{getattr(targets, 'shape', None)} must have the same shape (B, ...)")
+
+
+def _weighted_mean(losses, shares):
+    """sum_k shares[k] * losses[k] as a 0-d array of the losses' dtype: the batch's mean loss."""
+    total = losses[0] * shares[0]
+    for loss, share in zip(losses[1:], shares[1:]):
+        total = total + loss * share
+    return np.asarray(total, dtype=losses[0].dtype)
+
+
 def _shares(targets, chunks, ignore_index: int) -> list[float]:
     """n_k / N for each chunk: its kept targets over the batch's. Each chunk's loss is a mean over its own kept
     positions, so this is the weight that makes the chunks' weighted sum the batch's mean (all ignored: by rows)."""
@@ -208,9 +222,7 @@ class DataParallel:
     # -- the model's interface, parallel -------------------------------------------------------------------------
     def loss(self, idx, targets, ignore_index: int = -100):
         """idx, targets: (B, T) -> the mean loss over the batch's kept targets (0-d array), as ``model.loss``."""
-        if getattr(idx, "ndim", 0) < 1 or getattr(targets, "shape", None) != idx.shape:
-            raise ValueError(f"DataParallel: idx {getattr(idx, 'shape', None)} and targets "
-                             f"{getattr(targets, 'shape', None)} must have the same shape (B, ...)")
+        _check_batch("DataParallel", idx, targets)
         chunks = _chunks(idx.shape[0], self.workers)
         if len(chunks) == 1:
             self._pending = [(self.model, 1.0)]
@@ -223,10 +235,7 @@ class DataParallel:
         losses = self._run([lambda r=r, a=a, b=b: r.loss(idx[a:b], targets[a:b], ignore_index=ignore_index)
                             for r, (a, b) in zip(replicas, chunks)])
         self._pending = list(zip(replicas, shares))
-        total_loss = losses[0] * shares[0]
-        for loss, share in zip(losses[1:], shares[1:]):
-            total_loss = total_loss + loss * share
-        return total_loss.astype(losses[0].dtype)
+        return _weighted_mean(losses, shares)
 
     def backward(self, dloss: float = 1.0) -> None:
         """Add d(dloss * loss)/d(param) into every parameter's .grad of the model, as ``model.backward``."""

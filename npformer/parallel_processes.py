@@ -39,7 +39,7 @@ import numpy as np
 from . import backend
 from .blas import blas_threads, set_blas_threads
 from .nn.dropout import Dropout
-from .parallel import _add_into, _chunks, _shares, default_workers
+from .parallel import _add_into, _check_batch, _chunks, _shares, _weighted_mean, default_workers
 
 
 def processes_available() -> bool:
@@ -224,9 +224,7 @@ class ProcessDataParallel:
     # -- the model's interface, parallel -------------------------------------------------------------------------
     def loss(self, idx, targets, ignore_index: int = -100):
         """idx, targets: (B, T) -> the mean loss over the batch's kept targets (0-d array), as ``model.loss``."""
-        if getattr(idx, "ndim", 0) < 1 or getattr(targets, "shape", None) != idx.shape:
-            raise ValueError(f"ProcessDataParallel: idx {getattr(idx, 'shape', None)} and targets "
-                             f"{getattr(targets, 'shape', None)} must have the same shape (B, ...)")
+        _check_batch("ProcessDataParallel", idx, targets)
         extra = {} if ignore_index == -100 else {"ignore_index": ignore_index}
         chunks = _chunks(idx.shape[0], self.workers)
         if len(chunks) == 1:
@@ -244,10 +242,7 @@ class ProcessDataParallel:
         losses = self._gather(len(chunks) - 1, lambda: self.model.loss(idx[a:b], targets[a:b], **extra))
         shares = _shares(targets, chunks, ignore_index)
         self._pending = shares
-        total = losses[0] * shares[0]
-        for loss, share in zip(losses[1:], shares[1:]):
-            total = total + loss * share
-        return np.asarray(total, dtype=losses[0].dtype)
+        return _weighted_mean(losses, shares)
 
     def backward(self, dloss: float = 1.0) -> None:
         """Add d(dloss * loss)/d(param) into every parameter's .grad of the model, as ``model.backward``."""
