@@ -280,6 +280,7 @@ class Encoder(Module):
         self.cls_head = Linear(C, cfg.n_classes, rng=rng) if cfg.n_classes > 0 else None
         self._state = None
         self._valid = None
+        self.flatten_parameters()  # one buffer: AdamW and clipping in a few passes (see GPT)
 
     # -- forward -----------------------------------------------------------------------------------------------
     def hidden_states(self, ids):

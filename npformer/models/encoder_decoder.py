@@ -149,6 +149,7 @@ class EncoderDecoder(Module):
         self.dec_norm_f = make_norm(cfg.norm, C, bias=cfg.bias) if cfg.norm_placement == "pre" else None
         self.out_proj = None if cfg.tie_output else Parameter(nn_init.normal(rng, (C, cfg.tgt_vocab_size)))
         self._state = None
+        self.flatten_parameters()  # one buffer for encoder and decoder: AdamW and clipping in a few passes
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def output_weight(self):
