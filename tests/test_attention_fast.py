@@ -65,9 +65,12 @@ def dense_reference(q, k, v, dout, mask, causal, scale):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(case=cases(), block_rows=st.integers(1, 4))
-def test_row_blocks_match_dense_reference(xp_backend, monkeypatch, dtype, case, block_rows):
+@given(case=cases(), block_rows=st.integers(1, 4), backward_rows=st.integers(1, 4))
+def test_row_blocks_match_dense_reference(xp_backend, monkeypatch, dtype, case, block_rows, backward_rows):
+    """Any row blocks, and different ones in the backward pass than in the forward (a forward in a single-threaded
+    worker and a backward elsewhere): P is stored whole, so the blocks need not match."""
     monkeypatch.setattr(attn, "BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(attn, "BLOCK_ROWS_SINGLE_THREAD", block_rows)
     dout = normal_array(7, case["q"].shape)
     B, H, Tq, _ = case["q"].shape
     # the layer's layout: q, k, v as transposed views of one (B, T, heads, D) buffer, not contiguous arrays
@@ -75,6 +78,8 @@ def test_row_blocks_match_dense_reference(xp_backend, monkeypatch, dtype, case, 
         0, 2, 1, 3) for n in "qkv"}
     mask = None if case["mask"] is None else backend.asarray(case["mask"])
     out, cache = attn.attention_forward(**views, mask=mask, causal=case["causal"], scale=case["scale"])
+    monkeypatch.setattr(attn, "BLOCK_ROWS", backward_rows)
+    monkeypatch.setattr(attn, "BLOCK_ROWS_SINGLE_THREAD", backward_rows)
     dq, dk, dv = attn.attention_backward(backend.asarray(dout.astype(dtype)), cache)
     p_ref, *expected = dense_reference(case["q"], case["k"], case["v"], dout, case["mask"], case["causal"],
                                        case["scale"])
@@ -83,7 +88,7 @@ def test_row_blocks_match_dense_reference(xp_backend, monkeypatch, dtype, case, 
         assert got.dtype == dtype, name
         np.testing.assert_allclose(backend.to_numpy(got), want, rtol=rtol, atol=atol,
                                    err_msg=f"{name}: q{case['q'].shape} k{case['k'].shape} causal="
-                                           f"{case['causal']} block_rows={block_rows}")
+                                           f"{case['causal']} block_rows={block_rows}, {backward_rows}")
 
 
 def test_row_blocks_cover_rows_and_keys():

@@ -114,7 +114,10 @@ def causal_allowed(xp, Tq, Tk, q0=0, q1=None, k0=0, k1=None):
 # keys its last row can see. Measured on a 2-core Zen4 at (B, H, T, D) = (16, 6, 256, 64), forward + backward per
 # layer: one BLAS thread 87.6 (one block) / 84.1 (128 rows) / 81.9 ms (64 rows); two threads 65.8 / 65.6 / 73.2 ms:
 # OpenBLAS threads each small product, and its spinning threads slow the blockwise softmax that follows.
+# On one thread (a data-parallel worker: npformer.parallel) smaller blocks win: at (8, 6, 256, 64) forward +
+# backward took 33.7 ms with 128 rows, 30.9 with 64, 33.1 with 32.
 BLOCK_ROWS = 128
+BLOCK_ROWS_SINGLE_THREAD = 64
 
 
 def row_blocks(spec: AttentionSpec, block_rows: int | None = None):
@@ -125,7 +128,8 @@ def row_blocks(spec: AttentionSpec, block_rows: int | None = None):
     later ones: backward sums dK, dV of the keys e_prev:e over the rows r0:Tq alone.
     """
     Tq, Tk = spec.Tq, spec.Tk
-    block_rows = BLOCK_ROWS if block_rows is None else block_rows
+    if block_rows is None:
+        block_rows = BLOCK_ROWS_SINGLE_THREAD if backend.num_threads() == 1 else BLOCK_ROWS
     if not spec.causal or Tq <= block_rows:
         return [(0, Tq, Tk)]
     return [(r0, min(Tq, r0 + block_rows), min(Tk, max(0, min(Tq, r0 + block_rows) + Tk - Tq)))
