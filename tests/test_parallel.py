@@ -224,6 +224,13 @@ def test_processes_share_weights_and_report_failures():
             dp.loss(x, np.where(x == 0, 11, x))
         # nothing left over in the pipes: the next call still answers right
         assert float(dp.loss(x, x)) == pytest.approx(float(model.loss(x, x)), rel=1e-6)
+        # a parameter rebound to a new array of the same shape: copied back into the shared buffer
+        model.wte.weight.data = model.wte.weight.data * 0.5
+        assert float(dp.loss(x, x)) == pytest.approx(float(model.loss(x, x)), rel=1e-6)
+        assert np.shares_memory(model.wte.weight.data, dp._data)
+        model.astype(np.float64)  # a new dtype cannot live in the float32 buffer
+        with pytest.raises(RuntimeError, match="now float64"):
+            dp.loss(x, x)
         with pytest.raises(ValueError, match="workers must be >= 1"):
             ProcessDataParallel(model, 0)
         with pytest.raises(ValueError, match="mode must be one of"):
