@@ -8,6 +8,7 @@ interpreter's own standard library (nothing to download). Examples:
     python examples/train_char.py --resume                         # continue from out/train_char/ckpt.npz
     python examples/train_char.py --preset llama-style --n-layer 2 --max-iters 200
     python examples/train_char.py --backend cupy                   # on a GPU (pip install 'npformer[cuda12]')
+    python examples/train_char.py --workers 1                      # the model alone (default: a replica per core)
 
 Every GPTConfig and TrainConfig field is a flag: see --help. The checkpoint (config, tokenizer, parameters,
 optimizer state) lands in --out-dir; examples/sample.py writes more text from it.

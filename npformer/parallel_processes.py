@@ -3,8 +3,8 @@
 Why processes as well as threads: a step of a small model (nanoGPT's baby GPT, say) is thousands of NumPy calls
 on small arrays, and the Python between them holds the interpreter lock; two replicas on threads then spend a
 third of the step waiting for it. Replicas in their own processes never wait. Measured on 2 cores at the baby
-config (benchmarks/train_step.py): 48 ms per step with one worker, 42 ms with two threads, 35 ms with two
-processes; at the shakespeare_char config 1800, 1480 and 1455 ms.
+config (benchmarks/train_step.py): 48 ms per step with one worker, 42 ms with two threads, 33 ms with two
+processes; at the shakespeare_char config 1800, 1480 and 1390 ms.
 
 How, on Linux (``fork``):
 - The model's parameters move into one buffer of memory shared with the workers (an anonymous shared mmap),
