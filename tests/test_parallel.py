@@ -238,3 +238,26 @@ def test_processes_share_weights_and_report_failures():
     finally:
         dp.close()
     assert not any(proc.is_alive() for proc in dp._procs)
+
+
+@pytest.mark.skipif(not processes_available(), reason="this platform cannot fork worker processes")
+@given(gpt_configs(max_block=5), st.integers(2, 5), seeds())
+def test_threads_and_processes_agree_bit_for_bit(cfg, B, seed):
+    """The same chunks, the same per-chunk arithmetic, the same order of reduction: identical float32 results."""
+    rng = np.random.default_rng(seed)
+    x, y = _batch(rng, cfg, B, cfg.block_size, 0.3)
+    results = []
+    for mode in ("threads", "processes"):
+        model = GPT(cfg)
+        dp = data_parallel(model, 2, mode)
+        try:
+            loss = dp.loss(x, y)
+            dp.backward()
+        finally:
+            if hasattr(dp, "close"):
+                dp.close()
+        results.append((np.asarray(loss), {n: p.grad.copy() for n, p in model.named_parameters()}))
+    (loss_t, grads_t), (loss_p, grads_p) = results
+    assert loss_t.dtype == np.float32 and loss_t.tobytes() == loss_p.tobytes()
+    for name in grads_t:
+        np.testing.assert_array_equal(grads_t[name], grads_p[name], err_msg=name)
