@@ -149,6 +149,7 @@ class Trainer:
             val_sampler=self.val_batches.state_dict(),
             dropout_rngs=self._dropout_states(),
             history=self.history,
+            workers=self.runner.workers,  # results depend on it (float rounding): see resume
         )
         save_checkpoint(path, params=self.model.state_dict(), meta=meta, optimizer=self.optimizer.state_dict())
         self.last_checkpoint_step = self.step
@@ -174,6 +175,11 @@ class Trainer:
         self._set_dropout_states(meta.get("dropout_rngs", []))
         self.history = list(meta.get("history", []))
         self.last_checkpoint_step = self._resumed_at = self.step
+        saved_workers = meta.get("workers")
+        if saved_workers is not None and saved_workers != self.runner.workers:
+            self._log(f"note: {path} was trained with {saved_workers} data-parallel worker(s), this run uses "
+                      f"{self.runner.workers}; training continues, but not bit for bit as the first run would have "
+                      "(the batch is split, and its gradient summed, another way)")
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def _diverged(self, what: str, value: float) -> TrainingDiverged:

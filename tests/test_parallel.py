@@ -153,7 +153,7 @@ def test_chunks_cover_the_batch_evenly(B, workers):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_trainer_with_workers_resumes_exactly(tmp_path, mode):
+def test_trainer_with_workers_resumes_exactly(tmp_path, capsys, mode):
     """Two workers: deterministic, so a run killed after its step-3 checkpoint continues bit for bit; and it
     learns what one worker learns (same losses up to float32 rounding of a different summation order)."""
     data = (np.arange(4000) * 5) % 13
@@ -176,6 +176,10 @@ def test_trainer_with_workers_resumes_exactly(tmp_path, mode):
     for p, q in zip(full.model.parameters(), resumed.model.parameters()):
         np.testing.assert_array_equal(p.data, q.data)
     assert full.runner.workers == 2
+    other = trainer(tmp_path / "killed", 6, 1)
+    other.cfg.quiet = False
+    other.resume(str(tmp_path / "killed" / "ckpt.npz"))
+    assert "trained with 2 data-parallel worker(s), this run uses 1" in capsys.readouterr().out
     assert isinstance(full.runner, ProcessDataParallel if mode == "processes" else DataParallel)
     for t in (full, killed, resumed):
         if hasattr(t.runner, "close"):
