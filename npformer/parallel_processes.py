@@ -122,19 +122,24 @@ class ProcessDataParallel:
         self._modules = list(model.modules())
         self._dropouts = [m for m in self._modules if isinstance(m, Dropout)]
         ctx = multiprocessing.get_context("fork")
-        for _ in range(workers - 1):
-            grads = _shared_zeros(self._data.size, self._data.dtype)
-            self._point_grads(grads)  # the fork's parameters take views of its own gradient buffer ...
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_loop, args=(child, model, grads), daemon=True)
-            proc.start()
-            child.close()
-            self._procs.append(proc)
-            self._conns.append(parent)
-            self._grads.append(grads)
-        for p, g in zip(self._order, self._own_grads):  # ... and the model gets its own back
-            p.grad = g
         self._finalizer = weakref.finalize(self, _stop, self._procs, self._conns)  # also runs at exit
+        try:
+            for _ in range(workers - 1):
+                grads = _shared_zeros(self._data.size, self._data.dtype)
+                self._point_grads(grads)  # the fork's parameters take views of its own gradient buffer ...
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker_loop, args=(child, model, grads), daemon=True)
+                proc.start()
+                child.close()
+                self._procs.append(proc)
+                self._conns.append(parent)
+                self._grads.append(grads)
+        except BaseException:
+            self._finalizer()  # stop the workers already started
+            raise
+        finally:
+            for p, g in zip(self._order, self._own_grads):  # ... and the model gets its own back
+                p.grad = g
 
     # -- shared memory ---------------------------------------------------------------------------------------
     def _share_parameters(self, model) -> list:
