@@ -17,20 +17,22 @@ from .torch_gpt import TorchGPT  # noqa: E402
 RTOL = 1e-8
 
 
-def _pair(V, T, L, H, C):
+def _pair(V, T, L, H, C, bias=True):
     with backend.float64():
-        ours = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=C))
-    theirs = TorchGPT(V, T, L, H, C).double()
+        ours = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=C, bias=bias))
+    theirs = TorchGPT(V, T, L, H, C, bias=bias).double()
     theirs.load_from_npformer(ours.state_dict(), L)
     return ours, theirs
 
 
 @settings(max_examples=5)
 @given(st.integers(2, 20), st.integers(1, 6), st.integers(1, 2), st.sampled_from([(1, 4), (2, 8), (4, 8)]),
-       st.integers(0, 1000))
-def test_gpt_matches_torch(V, T, L, HC, seed):
+       st.integers(0, 1000), st.booleans())
+def test_gpt_matches_torch(V, T, L, HC, seed, bias):
+    """With and without biases (nanoGPT's train.py defaults to none)."""
     H, C = HC
-    ours, theirs = _pair(V, T, L, H, C)
+    ours, theirs = _pair(V, T, L, H, C, bias)
+    assert len(theirs.name_map(L)) == len(dict(ours.named_parameters()))
     rng = np.random.default_rng(seed)
     idx, tgt = rng.integers(0, V, size=(2, T)), rng.integers(0, V, size=(2, T))
     loss = ours.loss(idx, tgt)
@@ -49,10 +51,11 @@ def test_gpt_matches_torch(V, T, L, HC, seed):
                                    err_msg=name)
 
 
-def test_adamw_training_matches_torch():
+@pytest.mark.parametrize("bias", [True, False])
+def test_adamw_training_matches_torch(bias):
     """Five AdamW steps with nanoGPT's parameter groups give the same parameters as torch.optim.AdamW."""
     V, T, L, H, C = 11, 5, 1, 2, 8
-    ours, theirs = _pair(V, T, L, H, C)
+    ours, theirs = _pair(V, T, L, H, C, bias)
     opt = AdamW(param_groups(ours.named_parameters(), 0.1), lr=1e-2, betas=(0.9, 0.99))
     tparams = dict(theirs.named_parameters())
     decay = [tparams[theirs.name_map(L)[n][0]] for n, p in ours.named_parameters() if not p.no_decay]

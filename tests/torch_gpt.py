@@ -1,5 +1,5 @@
-"""A PyTorch GPT of the same shape as npformer's gpt2-style GPT (pre-LN, GELU-tanh, learned positions, biases,
-tied embeddings): the oracle for whole-model tests and the reference for the training-step benchmark.
+"""A PyTorch GPT of the same shape as npformer's gpt2-style GPT (pre-LN, GELU-tanh, learned positions, biases or
+none, tied embeddings): the oracle for whole-model tests and the reference for the training-step benchmark.
 
 Only tests and benchmarks import this file, and only when torch is installed; npformer itself never does.
 Parameter names map one to one onto npformer's (see ``load_from_npformer``).
@@ -14,15 +14,15 @@ from torch.nn import functional as F
 
 
 class Block(nn.Module):
-    def __init__(self, C, H, F_hidden):
+    def __init__(self, C, H, F_hidden, bias=True):
         super().__init__()
         self.H = H
-        self.ln1 = nn.LayerNorm(C)
-        self.qkv = nn.Linear(C, 3 * C)
-        self.proj = nn.Linear(C, C)
-        self.ln2 = nn.LayerNorm(C)
-        self.fc = nn.Linear(C, F_hidden)
-        self.fc_proj = nn.Linear(F_hidden, C)
+        self.ln1 = nn.LayerNorm(C, bias=bias)
+        self.qkv = nn.Linear(C, 3 * C, bias=bias)
+        self.proj = nn.Linear(C, C, bias=bias)
+        self.ln2 = nn.LayerNorm(C, bias=bias)
+        self.fc = nn.Linear(C, F_hidden, bias=bias)
+        self.fc_proj = nn.Linear(F_hidden, C, bias=bias)
 
     def forward(self, x):
         B, T, C = x.shape
@@ -34,12 +34,13 @@ class Block(nn.Module):
 
 
 class TorchGPT(nn.Module):
-    def __init__(self, vocab_size, block_size, n_layer, n_head, n_embd, ffn_hidden=None):
+    def __init__(self, vocab_size, block_size, n_layer, n_head, n_embd, ffn_hidden=None, bias=True):
         super().__init__()
+        self.bias = bias
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(block_size, n_embd)
-        self.blocks = nn.ModuleList([Block(n_embd, n_head, ffn_hidden or 4 * n_embd) for _ in range(n_layer)])
-        self.ln_f = nn.LayerNorm(n_embd)
+        self.blocks = nn.ModuleList([Block(n_embd, n_head, ffn_hidden or 4 * n_embd, bias) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd, bias=bias)
         for name, p in self.named_parameters():
             if p.dim() == 2:
                 std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("proj.weight",)) else 0.02
@@ -58,12 +59,15 @@ class TorchGPT(nn.Module):
     # npformer name -> (torch name, transpose?)
     def name_map(self, n_layer):
         m = {"wte.weight": ("wte.weight", False), "wpe.weight": ("wpe.weight", False),
-             "norm_f.weight": ("ln_f.weight", False), "norm_f.bias": ("ln_f.bias", False)}
+             "norm_f.weight": ("ln_f.weight", False)}
+        if self.bias:
+            m["norm_f.bias"] = ("ln_f.bias", False)
         for i in range(n_layer):
             for ours, theirs in (("norm1", "ln1"), ("norm2", "ln2"), ("attn.qkv", "qkv"), ("attn.proj", "proj"),
                                  ("ffn.fc", "fc"), ("ffn.proj", "fc_proj")):
                 m[f"blocks.{i}.{ours}.weight"] = (f"blocks.{i}.{theirs}.weight", "norm" not in ours)
-                m[f"blocks.{i}.{ours}.bias"] = (f"blocks.{i}.{theirs}.bias", False)
+                if self.bias:
+                    m[f"blocks.{i}.{ours}.bias"] = (f"blocks.{i}.{theirs}.bias", False)
         return m
 
     def load_from_npformer(self, state: dict, n_layer: int):
