@@ -5,11 +5,15 @@ cores, but every elementwise kernel, softmax and LayerNorm between them runs on 
 (or spins in BLAS's idle loop). Running one replica per core on its share of the batch, each with a single BLAS
 thread, keeps every core busy all through the step: at nanoGPT's shakespeare_char config on 2 cores it turned
 1838 ms per step into 1501 ms (benchmarks/train_step.py --workers). NumPy releases the GIL inside products and
-ufuncs, so threads (not processes) are enough, and the replicas can share the parameters' memory.
+ufuncs, so threads can run the replicas side by side and share the parameters' memory outright; at small sizes,
+though, the Python between NumPy calls holds the GIL long enough that worker processes
+(npformer.parallel_processes, which ``data_parallel`` picks on Linux) are faster.
 
 What a replica is: a copy of the model's modules whose Parameters hold the *same* ``data`` arrays as the model's
 (no weights copied; an optimizer step on the model is seen by every replica) but their own ``grad`` arrays and
-their own forward caches. The replica of worker 0 is the model itself.
+their own forward caches. The replica of worker 0 is the model itself. Replicas follow the model's parameter
+values, train/eval modes and dropout rates at every call; any other state (config flags such as ``recompute``
+or ``attn_impl``) is the model's as it was when the runner was built.
 
 Maths: the loss is a mean over the kept target positions. With the batch cut into chunks k holding n_k of the
 N kept positions, loss = sum_k (n_k / N) loss_k, so d(loss)/d(theta) = sum_k (n_k / N) d(loss_k)/d(theta): each
@@ -28,6 +32,9 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
+import warnings
+from concurrent.futures import wait
 
 import numpy as np
 
@@ -42,7 +49,8 @@ def data_parallel(model, workers: int | None = None, mode: str = "auto"):
     """The runner for ``model``: ``DataParallel`` (threads) or ``ProcessDataParallel`` (processes).
 
     workers: None for ``default_workers()``; 1 gives a DataParallel that runs the model itself, unchanged.
-    mode: "threads", "processes", or "auto": processes where this platform can fork them (Linux), else threads.
+    mode: "threads", "processes", or "auto": processes on Linux, else threads (macOS lists fork too, but its
+        Accelerate BLAS does not survive one, and there is no /proc to control BLAS threads with).
     Processes are the faster at small sizes, where threads queue for the interpreter lock (2 cores, nanoGPT's
     baby GPT: 35 against 42 ms per step); at large sizes the two are level.
     """
@@ -53,9 +61,19 @@ def data_parallel(model, workers: int | None = None, mode: str = "auto"):
         return DataParallel(model, workers)
     from .parallel_processes import ProcessDataParallel, processes_available
 
-    if mode == "auto" and not processes_available():
+    if mode == "auto" and not (sys.platform.startswith("linux") and processes_available()):
         return DataParallel(model, workers)
     return ProcessDataParallel(model, workers)
+
+
+def warn_if_blas_uncontrolled(where: str) -> None:
+    """Replicas each want one BLAS thread; say so once if this process's BLAS cannot be told (npformer.blas)."""
+    from .blas import get_blas_threads
+
+    if get_blas_threads() is None:
+        warnings.warn(f"{where}: the thread count of this NumPy's BLAS cannot be set from here, so every replica's "
+                      "products may use every core at once (slower, still correct); set OPENBLAS_NUM_THREADS=1 "
+                      "(or your BLAS's equivalent) before starting Python", RuntimeWarning, stacklevel=3)
 
 
 def default_workers() -> int:
@@ -124,6 +142,8 @@ class DataParallel:
                              f"the backend is {backend.get_backend()!r}: use workers=1")
         self.model = model
         self.workers = workers
+        if workers > 1:
+            warn_if_blas_uncontrolled("DataParallel")
         self.replicas = [model]
         self._links = []  # per extra replica: what ties it to the model (see _link)
         for _ in range(workers - 1):
@@ -140,6 +160,10 @@ class DataParallel:
         memo = {id(p.data): p.data for p in model.parameters()}  # deepcopy hands these back: shared, not copied
         for m in model.modules():  # caches are per replica and refilled by its next forward: do not copy them
             memo.update({id(v): None for k, v in vars(m).items() if k.startswith("_cache") and v is not None})
+        # gradients too: the replica's come from _link; a copy of the model's would only hold memory
+        memo.update({id(p.grad): None for p in model.parameters()})
+        if getattr(model, "_flat_grads", None) is not None:
+            memo[id(model._flat_grads)] = None
         replica = copy.deepcopy(model, memo)
         replica.drop_caches()
         return replica
@@ -216,23 +240,28 @@ class DataParallel:
 
         with blas_threads(1):
             futures = [self._pool.submit(single, job) for job in jobs[1:]]
-            first = single(jobs[0])
-            return [first] + [f.result() for f in futures]
+            try:
+                first = single(jobs[0])
+            finally:  # never return (or raise) while a replica still runs: it would race the next call
+                wait(futures)
+            return [first] + [f.result() for f in futures]  # the first failure, if any, is raised here
 
     # -- the model's interface, parallel -------------------------------------------------------------------------
     def loss(self, idx, targets, ignore_index: int = -100):
         """idx, targets: (B, T) -> the mean loss over the batch's kept targets (0-d array), as ``model.loss``."""
+        self._pending = []  # a loss that fails leaves nothing for backward to use
         _check_batch("DataParallel", idx, targets)
         chunks = _chunks(idx.shape[0], self.workers)
+        extra = {} if ignore_index == -100 else {"ignore_index": ignore_index}  # models without the keyword
         if len(chunks) == 1:
+            loss = self.model.loss(idx, targets, **extra)
             self._pending = [(self.model, 1.0)]
-            extra = {} if ignore_index == -100 else {"ignore_index": ignore_index}  # models without the keyword
-            return self.model.loss(idx, targets, **extra)
+            return loss
         replicas = self.replicas[:len(chunks)]
         for link in self._links[:len(chunks) - 1]:
             self._sync(link)
         shares = _shares(targets, chunks, ignore_index)
-        losses = self._run([lambda r=r, a=a, b=b: r.loss(idx[a:b], targets[a:b], ignore_index=ignore_index)
+        losses = self._run([lambda r=r, a=a, b=b: r.loss(idx[a:b], targets[a:b], **extra)
                             for r, (a, b) in zip(replicas, chunks)])
         self._pending = list(zip(replicas, shares))
         return _weighted_mean(losses, shares)

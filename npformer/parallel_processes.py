@@ -39,7 +39,15 @@ import numpy as np
 from . import backend
 from .blas import blas_threads, set_blas_threads
 from .nn.dropout import Dropout
-from .parallel import _add_into, _check_batch, _chunks, _shares, _weighted_mean, default_workers
+from .parallel import (
+    _add_into,
+    _check_batch,
+    _chunks,
+    _shares,
+    _weighted_mean,
+    default_workers,
+    warn_if_blas_uncontrolled,
+)
 
 
 def processes_available() -> bool:
@@ -63,7 +71,7 @@ def _worker_loop(conn, model, grads: np.ndarray) -> None:
     dropouts = [m for m in modules if isinstance(m, Dropout)]
     while True:
         try:
-            command, args = conn.recv()
+            seq, command, args = conn.recv()  # seq: the command's number, sent back with the reply
         except EOFError:  # the main process is gone
             return
         try:
@@ -84,13 +92,12 @@ def _worker_loop(conn, model, grads: np.ndarray) -> None:
                 model.drop_caches()
                 reply = None
             elif command == "stop":
-                conn.send(("ok", None))
                 return
             else:
                 raise ValueError(f"unknown command {command!r}")
-            conn.send(("ok", reply))
+            conn.send((seq, "ok", reply))
         except BaseException:  # noqa: BLE001 -- any failure goes back to the main process, named there
-            conn.send(("error", traceback.format_exc()))
+            conn.send((seq, "error", traceback.format_exc()))
 
 
 class ProcessDataParallel:
@@ -116,13 +123,17 @@ class ProcessDataParallel:
         self.model = model
         self.workers = workers
         self._pending: list[float] = []  # shares of the chunks awaiting backward
-        self._broken = False  # set when interrupted mid-command: the pipes can no longer be trusted
+        self._broken = False  # set when a command could not be seen through: the pipes can no longer be trusted
+        self._seq = 0  # number of the last command sent; each reply carries its command's number
+        if workers > 1:
+            warn_if_blas_uncontrolled("ProcessDataParallel")
         self._order = self._share_parameters(model)
         self._procs, self._conns, self._grads = [], [], []
         self._modules = list(model.modules())
         self._dropouts = [m for m in self._modules if isinstance(m, Dropout)]
         ctx = multiprocessing.get_context("fork")
-        self._finalizer = weakref.finalize(self, _stop, self._procs, self._conns)  # also runs at exit
+        # also runs at exit; only in this process (a fork of it that exits must not stop our workers)
+        self._finalizer = weakref.finalize(self, _stop, self._procs, self._conns, os.getpid())
         try:
             for _ in range(workers - 1):
                 grads = _shared_zeros(self._data.size, self._data.dtype)
@@ -178,21 +189,18 @@ class ProcessDataParallel:
                 p.data = view
 
     # -- talking to the workers --------------------------------------------------------------------------------
-    def _send(self, k: int, command: str, args=None) -> None:
-        if self._broken:
-            raise RuntimeError("ProcessDataParallel: interrupted while its workers were busy; build a new one")
-        try:
-            self._conns[k].send((command, args))
-        except (BrokenPipeError, OSError) as exc:
-            raise RuntimeError(f"ProcessDataParallel: worker {k + 1} is gone ({exc}); build a new one") from exc
-
     def _receive(self, k: int):
+        """Worker k's reply to the command numbered self._seq (or the error it raised, as a RuntimeError)."""
         try:
-            status, reply = self._conns[k].recv()
+            seq, status, reply = self._conns[k].recv()
         except EOFError:
+            self._broken = True
             code = self._procs[k].exitcode
             raise RuntimeError(f"ProcessDataParallel: worker {k + 1} died (exit code {code}), e.g. killed for "
                                "memory; build a new one") from None
+        if seq != self._seq:  # cannot happen while every reply is read; refuse rather than use a stale one
+            self._broken = True
+            raise RuntimeError(f"ProcessDataParallel: worker {k + 1} answered command {seq}, not {self._seq}")
         if status == "error":
             last = reply.strip().splitlines()[-1] if reply.strip() else "no message"
             raise RuntimeError(f"ProcessDataParallel: worker {k + 1} failed: {last}\n(worker's traceback:)\n{reply}")
@@ -203,26 +211,42 @@ class ProcessDataParallel:
         with blas_threads(1), backend.single_threaded():
             return job()
 
-    def _gather(self, n: int, job) -> list:
-        """Run this process's job, then collect the first n workers' replies: [job's result, reply 1, ...].
+    def _command(self, command: str, args: list, job) -> list:
+        """Send ``command`` to workers 1..len(args) (worker k gets args[k-1]), run ``job`` here meanwhile, then read
+        every reply: [job's result, reply of worker 1, ...].
 
-        Every reply is read even when something failed, so that none is left in a pipe to be mistaken for the
-        answer to the next command; then the first failure is raised."""
+        Every reply is read even when something failed, so that none is left in a pipe to be taken for the answer
+        to a later command; then the first failure is raised. If that cannot be done (a worker died, Ctrl-C while
+        waiting, a send that failed half-way) the runner refuses every later command."""
+        if self._broken:
+            raise RuntimeError("ProcessDataParallel: an earlier command was not seen through (a worker died or it "
+                               "was interrupted while the workers were busy); build a new one")
+        self._seq += 1
+        sent = 0
+        try:
+            for k, a in enumerate(args):
+                self._conns[k].send((self._seq, command, a))
+                sent += 1
+        except BaseException as exc:
+            self._broken = True  # the workers already sent to will answer a command nobody reads
+            if isinstance(exc, OSError):
+                raise RuntimeError(f"ProcessDataParallel: worker {sent + 1} is gone ({exc}); build a new one") \
+                    from exc
+            raise
         results, failure = [], None
         try:
             results.append(self._local(job))
         except BaseException as exc:  # noqa: BLE001 -- raised below, once the workers have answered
             failure = exc
-        for k in range(n):
+        for k in range(sent):
             try:
                 results.append(self._receive(k))
             except RuntimeError as exc:
                 failure = failure or exc
-            except BaseException:  # Ctrl-C while waiting: replies may be left in the pipes, so stop for good
+            except BaseException:  # Ctrl-C while waiting: replies may be left in the pipes
                 self._broken = True
                 raise
         if failure is not None:
-            self._pending = []
             raise failure
         return results
 
@@ -230,21 +254,24 @@ class ProcessDataParallel:
     def loss(self, idx, targets, ignore_index: int = -100):
         """idx, targets: (B, T) -> the mean loss over the batch's kept targets (0-d array), as ``model.loss``."""
         _check_batch("ProcessDataParallel", idx, targets)
+        self._pending = []  # a loss that fails leaves nothing for backward to use
         extra = {} if ignore_index == -100 else {"ignore_index": ignore_index}
         chunks = _chunks(idx.shape[0], self.workers)
         if len(chunks) == 1:
+            loss = self.model.loss(idx, targets, **extra)
             self._pending = [1.0]
-            return self.model.loss(idx, targets, **extra)
+            return loss
         self._check_parameters()
         training = [m.training for m in self._modules]
         idx, targets = np.asarray(idx), np.asarray(targets)
-        for k, (a, b) in enumerate(chunks[1:]):
+        args = []
+        for a, b in chunks[1:]:
             # a fresh mask stream per worker and step, drawn from the model's own (as DataParallel does)
             seeds = [(m.p, int(m.seeds.integers(0, 2**62)) if m.training and m.p > 0.0 else None)
                      for m in self._dropouts]
-            self._send(k, "loss", (idx[a:b], targets[a:b], extra, training, seeds))
+            args.append((idx[a:b], targets[a:b], extra, training, seeds))
         a, b = chunks[0]
-        losses = self._gather(len(chunks) - 1, lambda: self.model.loss(idx[a:b], targets[a:b], **extra))
+        losses = self._command("loss", args, lambda: self.model.loss(idx[a:b], targets[a:b], **extra))
         shares = _shares(targets, chunks, ignore_index)
         self._pending = shares
         return _weighted_mean(losses, shares)
@@ -257,9 +284,8 @@ class ProcessDataParallel:
         if len(shares) == 1:
             self.model.backward(dloss)
             return
-        for k, share in enumerate(shares[1:]):
-            self._send(k, "backward", dloss * share)
-        self._gather(len(shares) - 1, lambda: self.model.backward(dloss * shares[0]))
+        self._command("backward", [dloss * share for share in shares[1:]],
+                      lambda: self.model.backward(dloss * shares[0]))
         for k in range(len(shares) - 1):
             self._add_grads(self._grads[k])
 
@@ -277,21 +303,19 @@ class ProcessDataParallel:
     def drop_caches(self) -> None:
         """Forget every replica's forward caches (after an evaluation forward that needs no backward)."""
         self._pending = []
-        self.model.drop_caches()
-        for k in range(len(self._conns)):
-            self._send(k, "drop_caches")
-        for k in range(len(self._conns)):
-            self._receive(k)
+        self._command("drop_caches", [None] * len(self._conns), self.model.drop_caches)
 
     def close(self) -> None:
         """Stop the worker processes (also done at exit). The model keeps working on its own."""
         self._finalizer()
 
 
-def _stop(procs, conns) -> None:
+def _stop(procs, conns, owner: int) -> None:
+    if os.getpid() != owner:  # a fork of the owner (a user's os.fork, say) is exiting: the workers are not its
+        return
     for conn in conns:
         try:
-            conn.send(("stop", None))
+            conn.send((0, "stop", None))
         except (BrokenPipeError, OSError):
             pass
     for proc in procs:

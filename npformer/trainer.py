@@ -53,9 +53,10 @@ class TrainConfig:
     out_dir: str | None = None  # checkpoints and loss history go here; None: nothing written
     seed: int = 1337
     quiet: bool = False
-    # model replicas training on slices of each batch at once, one thread and one BLAS thread each
-    # (npformer.parallel.DataParallel); None: one per core on the NumPy backend. Results depend on the number
-    # (float rounding), so a resumed run continues bit for bit only with the same workers.
+    # model replicas training on slices of each batch at once, each on one core with one BLAS thread
+    # (npformer.parallel: worker processes on Linux, threads elsewhere or with parallel="threads"); None: one
+    # per core on the NumPy backend. Results depend on the number (float rounding), so a resumed run continues
+    # bit for bit only with the same number.
     workers: int | None = 1
     parallel: str = "auto"  # with workers > 1: "threads", "processes", or "auto" (processes where they can fork)
 
@@ -149,7 +150,7 @@ class Trainer:
             val_sampler=self.val_batches.state_dict(),
             dropout_rngs=self._dropout_states(),
             history=self.history,
-            workers=self.runner.workers,  # results depend on it (float rounding): see resume
+            workers=self._workers_used(),  # results depend on it (float rounding): see resume
         )
         save_checkpoint(path, params=self.model.state_dict(), meta=meta, optimizer=self.optimizer.state_dict())
         self.last_checkpoint_step = self.step
@@ -176,10 +177,14 @@ class Trainer:
         self.history = list(meta.get("history", []))
         self.last_checkpoint_step = self._resumed_at = self.step
         saved_workers = meta.get("workers")
-        if saved_workers is not None and saved_workers != self.runner.workers:
+        if saved_workers is not None and saved_workers != self._workers_used():
             self._log(f"note: {path} was trained with {saved_workers} data-parallel worker(s), this run uses "
-                      f"{self.runner.workers}; training continues, but not bit for bit as the first run would have "
+                      f"{self._workers_used()}; training continues, but not bit for bit as the first run would have "
                       "(the batch is split, and its gradient summed, another way)")
+
+    def _workers_used(self) -> int:
+        """Replicas a batch is actually split over: no more than it has rows."""
+        return min(self.runner.workers, self.cfg.batch_size)
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def _diverged(self, what: str, value: float) -> TrainingDiverged:

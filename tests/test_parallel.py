@@ -111,19 +111,50 @@ def test_replicas_share_weights_not_gradients_or_masks():
     assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), replica.parameters()))
 
 
-def test_parallel_follows_model_modes_and_state_loads():
+@pytest.mark.parametrize("mode", MODES)
+def test_parallel_follows_model_modes_and_state_loads(mode):
     cfg = GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8, dropout=0.5, seed=1)
     model = GPT(cfg)
-    dp = DataParallel(model, 2)
-    x = np.arange(24).reshape(4, 6) % 11
-    model.eval()
-    assert float(dp.loss(x, x)) == pytest.approx(float(model.loss(x, x)), rel=1e-6)  # no dropout in eval mode
-    other = GPT(dataclasses.replace(cfg, seed=9))
-    model.load_state_dict(other.state_dict())
-    assert float(dp.loss(x, x)) == pytest.approx(float(other.eval().loss(x, x)), rel=1e-6)
-    dp.drop_caches()
-    with pytest.raises(RuntimeError, match="call loss"):
+    dp = data_parallel(model, 2, mode)
+    try:
+        x = np.arange(24).reshape(4, 6) % 11
+        training_loss = float(dp.loss(x, x))
+        model.eval()
+        eval_loss = float(model.loss(x, x))
+        assert training_loss != pytest.approx(eval_loss, rel=1e-3)  # dropout at 0.5 does change the loss
+        assert float(dp.loss(x, x)) == pytest.approx(eval_loss, rel=1e-6)  # no dropout anywhere in eval mode
+        other = GPT(dataclasses.replace(cfg, seed=9))
+        model.load_state_dict(other.state_dict())
+        assert float(dp.loss(x, x)) == pytest.approx(float(other.eval().loss(x, x)), rel=1e-6)
+        dp.drop_caches()
+        with pytest.raises(RuntimeError, match="call loss"):
+            dp.backward()
+    finally:
+        if hasattr(dp, "close"):
+            dp.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_failed_loss_leaves_nothing_for_backward(mode):
+    """An error in one chunk's forward (here a worker's) is raised, and a backward after it refuses to run on
+    what an earlier call left behind; the runner then works on."""
+    model = GPT(GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8))
+    dp = data_parallel(model, 2, mode)
+    try:
+        x = np.arange(24).reshape(4, 6) % 11
+        dp.loss(x, x)  # a good call: its pending state must not survive the failed one
+        bad = x.copy()
+        bad[3, 0] = 11  # out of range, in the second chunk
+        with pytest.raises((ValueError, RuntimeError), match="out of range"):
+            dp.loss(bad, x)
+        with pytest.raises(RuntimeError, match="call loss"):
+            dp.backward()
+        model.zero_grad()
+        assert float(dp.loss(x, x)) == pytest.approx(float(model.loss(x, x)), rel=1e-6)
         dp.backward()
+    finally:
+        if hasattr(dp, "close"):
+            dp.close()
 
 
 def test_parallel_errors():
@@ -154,8 +185,8 @@ def test_chunks_cover_the_batch_evenly(B, workers):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_trainer_with_workers_resumes_exactly(tmp_path, capsys, mode):
-    """Two workers: deterministic, so a run killed after its step-3 checkpoint continues bit for bit; and it
-    learns what one worker learns (same losses up to float32 rounding of a different summation order)."""
+    """Two workers are deterministic, so a run killed after its step-3 checkpoint continues bit for bit; a resume
+    with another number of workers says so."""
     data = (np.arange(4000) * 5) % 13
 
     def trainer(out_dir, max_iters, workers):
@@ -187,26 +218,31 @@ def test_trainer_with_workers_resumes_exactly(tmp_path, capsys, mode):
 
 
 def test_blas_thread_count_is_set_and_restored():
-    before = get_blas_threads()
-    if before is None:
+    original = get_blas_threads()
+    if original is None:
         pytest.skip("no BLAS whose thread count can be controlled is loaded here")
-    with blas_threads(1) as controlled:
-        assert controlled and get_blas_threads() == 1
-        a = np.ones((64, 64), dtype=np.float32)
-        np.testing.assert_allclose(a @ a, 64.0)  # products still right with one thread
-    assert get_blas_threads() == before
-    with pytest.raises(ValueError, match="n must be >= 1"):
-        set_blas_threads(0)
+    try:
+        set_blas_threads(2)  # so that the checks below mean something on a one-core machine too
+        with blas_threads(1) as controlled:
+            assert controlled and get_blas_threads() == 1
+            a = np.ones((64, 64), dtype=np.float32)
+            np.testing.assert_allclose(a @ a, 64.0)  # products still right with one thread
+        assert get_blas_threads() == 2
+        with pytest.raises(ValueError, match="n must be >= 1"):
+            set_blas_threads(0)
+    finally:
+        set_blas_threads(original)
 
 
-def test_single_threaded_is_per_thread():
+def test_single_threaded_is_per_thread(monkeypatch):
+    monkeypatch.setenv("NPFORMER_NUM_THREADS", "3")
     seen = {}
     with backend.single_threaded():
         assert backend.num_threads() == 1
         other = threading.Thread(target=lambda: seen.setdefault("other", backend.num_threads()))
         other.start()
         other.join()
-    assert seen["other"] == backend.num_threads()  # another thread keeps its own budget
+    assert seen["other"] == backend.num_threads() == 3  # another thread keeps its own budget
 
 
 @pytest.mark.skipif(not processes_available(), reason="this platform cannot fork worker processes")
@@ -283,3 +319,53 @@ def test_trainer_processes_train_as_threads_do():
         if hasattr(trainer.runner, "close"):
             trainer.runner.close()
     assert len(set(histories[0])) > 1 and histories[0] == histories[1]
+
+
+@pytest.mark.skipif(not processes_available(), reason="this platform cannot fork worker processes")
+def test_processes_refuse_work_after_a_command_was_not_seen_through(monkeypatch):
+    """A worker that dies, or a Ctrl-C while the workers are busy, leaves replies unread: every later command is
+    refused (a stale reply must never be taken for a fresh one)."""
+    model = GPT(GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8))
+    x = np.arange(24).reshape(4, 6) % 11
+    dp = ProcessDataParallel(model, 2)
+    try:
+        dp._procs[0].kill()
+        dp._procs[0].join()
+        with pytest.raises(RuntimeError, match="(died|gone)"):
+            dp.loss(x, x)
+        with pytest.raises(RuntimeError, match="not seen through"):
+            dp.loss(x, x)
+    finally:
+        dp.close()
+
+    dp = ProcessDataParallel(model, 2)
+    try:
+        def interrupted(k):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(dp, "_receive", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            dp.loss(x, x)
+        monkeypatch.undo()
+        with pytest.raises(RuntimeError, match="not seen through"):
+            dp.drop_caches()
+    finally:
+        dp.close()
+
+
+@pytest.mark.skipif(not processes_available(), reason="this platform cannot fork worker processes")
+def test_a_fork_of_the_owner_does_not_stop_its_workers():
+    import os
+
+    model = GPT(GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8))
+    x = np.arange(24).reshape(4, 6) % 11
+    dp = ProcessDataParallel(model, 2)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child runs the finalizer, as it would when exiting normally, then leaves at once
+            dp._finalizer()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert dp._procs[0].is_alive()
+        assert float(dp.loss(x, x)) == pytest.approx(float(model.loss(x, x)), rel=1e-6)
+    finally:
+        dp.close()
