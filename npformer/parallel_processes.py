@@ -49,6 +49,22 @@ from .parallel import (
     warn_if_blas_uncontrolled,
 )
 
+_WORKER_ERRORS = {"ValueError": ValueError, "TypeError": TypeError}  # raised as themselves in the main process
+_all_workers: "weakref.WeakSet[multiprocessing.Process]" = weakref.WeakSet()
+
+
+def _forget_workers_in_child() -> None:
+    """In a fork of a process that owns workers (a user's os.fork, say): those workers are not this child's.
+    multiprocessing's exit handler would otherwise terminate them when the child exits, as it does every child
+    process it knows of; it knows of them through a private set, which the child's copy of is cleaned here."""
+    children = getattr(multiprocessing.process, "_children", None)
+    if children is not None:
+        children.difference_update(list(_all_workers))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers_in_child)
+
 
 def processes_available() -> bool:
     """Whether this platform can fork worker processes (Linux and most Unixes; not Windows)."""
@@ -96,8 +112,8 @@ def _worker_loop(conn, model, grads: np.ndarray) -> None:
             else:
                 raise ValueError(f"unknown command {command!r}")
             conn.send((seq, "ok", reply))
-        except BaseException:  # noqa: BLE001 -- any failure goes back to the main process, named there
-            conn.send((seq, "error", traceback.format_exc()))
+        except BaseException as exc:  # noqa: BLE001 -- any failure goes back to the main process, named there
+            conn.send((seq, "error", (type(exc).__name__, traceback.format_exc())))
 
 
 class ProcessDataParallel:
@@ -141,6 +157,7 @@ class ProcessDataParallel:
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_worker_loop, args=(child, model, grads), daemon=True)
                 proc.start()
+                _all_workers.add(proc)
                 child.close()
                 self._procs.append(proc)
                 self._conns.append(parent)
@@ -193,7 +210,7 @@ class ProcessDataParallel:
         """Worker k's reply to the command numbered self._seq (or the error it raised, as a RuntimeError)."""
         try:
             seq, status, reply = self._conns[k].recv()
-        except EOFError:
+        except (EOFError, OSError):  # EOF, or a reset when it died with a command still unread
             self._broken = True
             code = self._procs[k].exitcode
             raise RuntimeError(f"ProcessDataParallel: worker {k + 1} died (exit code {code}), e.g. killed for "
@@ -202,8 +219,11 @@ class ProcessDataParallel:
             self._broken = True
             raise RuntimeError(f"ProcessDataParallel: worker {k + 1} answered command {seq}, not {self._seq}")
         if status == "error":
-            last = reply.strip().splitlines()[-1] if reply.strip() else "no message"
-            raise RuntimeError(f"ProcessDataParallel: worker {k + 1} failed: {last}\n(worker's traceback:)\n{reply}")
+            kind, trace = reply
+            last = trace.strip().splitlines()[-1] if trace.strip() else "no message"
+            # bad input is a ValueError / TypeError whichever process's rows it was in; anything else a RuntimeError
+            raise _WORKER_ERRORS.get(kind, RuntimeError)(
+                f"ProcessDataParallel: worker {k + 1} failed: {last}\n(worker's traceback:)\n{trace}")
         return reply
 
     def _local(self, job):
@@ -241,7 +261,7 @@ class ProcessDataParallel:
         for k in range(sent):
             try:
                 results.append(self._receive(k))
-            except RuntimeError as exc:
+            except (RuntimeError, *_WORKER_ERRORS.values()) as exc:
                 failure = failure or exc
             except BaseException:  # Ctrl-C while waiting: replies may be left in the pipes
                 self._broken = True
@@ -253,8 +273,8 @@ class ProcessDataParallel:
     # -- the model's interface, parallel -------------------------------------------------------------------------
     def loss(self, idx, targets, ignore_index: int = -100):
         """idx, targets: (B, T) -> the mean loss over the batch's kept targets (0-d array), as ``model.loss``."""
-        _check_batch("ProcessDataParallel", idx, targets)
         self._pending = []  # a loss that fails leaves nothing for backward to use
+        _check_batch("ProcessDataParallel", idx, targets)
         extra = {} if ignore_index == -100 else {"ignore_index": ignore_index}
         chunks = _chunks(idx.shape[0], self.workers)
         if len(chunks) == 1:

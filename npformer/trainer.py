@@ -22,7 +22,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import BatchSampler
 from .nn import Dropout
 from .optim import AdamW, clip_grad_norm, param_groups
-from .parallel import PARALLEL_MODES, data_parallel
+from .parallel import PARALLEL_MODES, data_parallel, default_workers
 from .schedules import constant, warmup_cosine
 
 
@@ -58,7 +58,7 @@ class TrainConfig:
     # per core on the NumPy backend. Results depend on the number (float rounding), so a resumed run continues
     # bit for bit only with the same number.
     workers: int | None = 1
-    parallel: str = "auto"  # with workers > 1: "threads", "processes", or "auto" (processes where they can fork)
+    parallel: str = "auto"  # with workers > 1: "threads", "processes", or "auto" (processes on Linux, else threads)
 
     def validate(self) -> None:
         problems = []
@@ -95,7 +95,8 @@ class Trainer:
         config.validate()
         self.model, self.cfg, self.meta = model, config, dict(meta or {})
         # loss / backward / drop_caches go through the runner: the model itself, or its replicas in parallel
-        self.runner = data_parallel(model, config.workers, config.parallel)
+        workers = default_workers() if config.workers is None else config.workers
+        self.runner = data_parallel(model, min(workers, config.batch_size), config.parallel)  # no idle replicas
         T = model.config.block_size
         self.train_batches = BatchSampler(train_ids, T, config.batch_size, seed=config.seed)
         self.val_batches = BatchSampler(val_ids, T, config.batch_size, seed=config.seed + 1)
