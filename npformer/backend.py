@@ -255,11 +255,15 @@ def num_threads() -> int:
     env = os.environ.get("NPFORMER_NUM_THREADS")
     if env:
         return max(1, int(env))
+    return min(usable_cpus(), 8)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask on Linux, else all of them)."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8))
+        return max(1, os.cpu_count() or 1)
 
 
 def _thread_pool(workers: int):

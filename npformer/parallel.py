@@ -31,7 +31,6 @@ is deterministic.
 from __future__ import annotations
 
 import copy
-import os
 import sys
 import warnings
 from concurrent.futures import wait
@@ -78,12 +77,7 @@ def warn_if_blas_uncontrolled(where: str) -> None:
 
 def default_workers() -> int:
     """One worker per CPU this process may run on (NumPy backend); 1 on a GPU backend."""
-    if backend.get_backend() != "numpy":
-        return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return backend.usable_cpus() if backend.get_backend() == "numpy" else 1
 
 
 def _add_into(total, part) -> None:
@@ -94,6 +88,8 @@ def _check_batch(where: str, idx, targets) -> None:
     if getattr(idx, "ndim", 0) < 1 or getattr(targets, "shape", None) != idx.shape:
         raise ValueError(f"{where}: idx {getattr(idx, 'shape', None)} and targets "
                          f"{getattr(targets, 'shape', None)} must have the same shape (B, ...)")
+    if idx.shape[0] < 1:
+        raise ValueError(f"{where}: the batch is empty (idx {idx.shape}); there is nothing to split")
 
 
 def _weighted_mean(losses, shares):

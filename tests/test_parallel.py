@@ -169,6 +169,8 @@ def test_parallel_errors():
     dp = DataParallel(model, 2)
     with pytest.raises(ValueError, match="same shape"):
         dp.loss(np.zeros((2, 6), dtype=np.int64), np.zeros((2, 5), dtype=np.int64))
+    with pytest.raises(ValueError, match="batch is empty"):
+        dp.loss(np.zeros((0, 6), dtype=np.int64), np.zeros((0, 6), dtype=np.int64))
     with pytest.raises(RuntimeError, match="call loss"):
         dp.backward()
     model.wte.weight.data = np.zeros((12, 8), dtype=np.float32)  # replaced by an array of another shape
