@@ -97,15 +97,20 @@ def test_sgd_matches_torch(seed, shape_list, lr, momentum, weight_decay, nestero
     tparams = [torch.tensor(a, requires_grad=True) for a in host(named)]
     opt = SGD(named, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     topt = torch.optim.SGD(tparams, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-    for step in range(4):
+    _step_both(opt, named, topt, tparams, seed, shape_list, torch)
+    for ours, t in zip(host(named), tparams):
+        np.testing.assert_allclose(ours, t.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def _step_both(opt, named, topt, tparams, seed, shape_list, torch, steps=4):
+    """Four steps of our optimizer and torch's from the same gradients (drawn per step from seed)."""
+    for step in range(steps):
         grads = grads_for(seed, step, shape_list)
         set_grads(named, grads)
         for t, g in zip(tparams, grads):
             t.grad = torch.tensor(g)
         opt.step()
         topt.step()
-    for ours, t in zip(host(named), tparams):
-        np.testing.assert_allclose(ours, t.detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
 @given(seed=seeds(), lr=st.floats(1e-4, 0.1), b1=st.sampled_from([0.0, 0.9]), b2=st.sampled_from([0.95, 0.999]),
@@ -124,13 +129,7 @@ def test_adamw_with_param_groups_matches_torch(seed, lr, b1, b2, eps, weight_dec
     topt = torch.optim.AdamW([{"params": [tparams[0], tparams[2]], "weight_decay": weight_decay},
                               {"params": [tparams[1], tparams[3]], "weight_decay": 0.0, "lr": lr * lr_scale}],
                              lr=lr, betas=(b1, b2), eps=eps)
-    for step in range(4):
-        grads = grads_for(seed, step, shape_list)
-        set_grads(named, grads)
-        for t, g in zip(tparams, grads):
-            t.grad = torch.tensor(g)
-        opt.step()
-        topt.step()
+    _step_both(opt, named, topt, tparams, seed, shape_list, torch)
     for ours, t in zip(host(named), tparams):
         np.testing.assert_allclose(ours, t.detach().numpy(), rtol=1e-9, atol=1e-12)
 
