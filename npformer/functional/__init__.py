@@ -1,25 +1,37 @@
-"""Forward/backward pairs for every Transformer operation: ``y, cache = NAME_forward(...)``,
-``grads = NAME_backward(dy, cache)``. Each pair lives in a module named for what it computes."""
+"""The reference tier: every Transformer operation as a forward/backward pair written as its maths.
 
-# These imports are the package's public face (F.<op>_forward / F.<op>_backward), unused here by design:
-# ruff: noqa: F401
-from .activations import (
-    dropout_backward,
-    dropout_forward,
-    erf,
-    gelu_backward,
-    gelu_forward,
-    relu_backward,
-    relu_forward,
-    softmax_backward,
-    softmax_forward,
-    swiglu_backward,
-    swiglu_forward,
-)
+``y, cache = NAME_forward(...)`` and ``grads = NAME_backward(dy, cache)``, side by side in a module named for
+what they compute, each backward's derivation in its docstring. No threads, no blocks, no reused buffers: this is
+the code to read. The fast tier (npformer.kernels) has the same signatures and is tested equal to these; layers
+reach either through npformer.kernels.ops.
+
+A suggested reading order: linear.py, norms.py, softmax.py, attention.py, loss.py, activations.py, positions.py,
+flash_attention.py (the same attention, tiled), updates.py (an AdamW step).
+"""
+
+from .activations import gelu_backward, gelu_forward, relu_backward, relu_forward, swiglu_backward, swiglu_forward
 from .attention import attention_backward, attention_forward
+from .dropout import dropout_backward, dropout_forward
+from .erf import erf
 from .flash_attention import flash_attention_backward, flash_attention_forward
-from .fused_loss import lm_head_cross_entropy_backward, lm_head_cross_entropy_forward
 from .linear import embedding_backward, embedding_forward, linear_backward, linear_forward
-from .loss import cross_entropy_backward, cross_entropy_forward
+from .loss import (
+    cross_entropy_backward,
+    cross_entropy_forward,
+    lm_head_cross_entropy_backward,
+    lm_head_cross_entropy_forward,
+)
 from .norms import layernorm_backward, layernorm_forward, rmsnorm_backward, rmsnorm_forward
 from .positions import rope_backward, rope_forward, sinusoidal_positions
+from .softmax import softmax_backward, softmax_forward
+from .updates import adamw_update
+
+__all__ = [
+    "adamw_update", "attention_backward", "attention_forward", "cross_entropy_backward", "cross_entropy_forward",
+    "dropout_backward", "dropout_forward", "embedding_backward", "embedding_forward", "erf",
+    "flash_attention_backward", "flash_attention_forward", "gelu_backward", "gelu_forward", "layernorm_backward",
+    "layernorm_forward", "linear_backward", "linear_forward", "lm_head_cross_entropy_backward",
+    "lm_head_cross_entropy_forward", "relu_backward", "relu_forward", "rmsnorm_backward", "rmsnorm_forward",
+    "rope_backward", "rope_forward", "sinusoidal_positions", "softmax_backward", "softmax_forward",
+    "swiglu_backward", "swiglu_forward",
+]

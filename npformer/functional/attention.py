@@ -1,201 +1,33 @@
-"""Scaled dot-product attention: the plain (reference) forward/backward pair.
+"""Scaled dot-product attention, written as its maths: the reference forward/backward pair.
 
 Shapes: B batch, H query heads, Hkv key/value heads (H % Hkv == 0; G = H // Hkv query heads share one kv head),
 Tq queries, Tk keys, D head size.
 
-    S = scale * Q K^T                  (B, H, Tq, Tk), query head h reads kv head h // G
-    S[not allowed] = -inf              allowed = mask & causal
-    P = softmax(S) over keys           rows with nothing allowed are all zeros (not NaN)
-    O = P V                            (B, H, Tq, D)
+    K, V = each kv head repeated G times            (B, H, Tk, D): query head h reads kv head h // G
+    S = scale * Q K^T                               (B, H, Tq, Tk)
+    S[not allowed] = -inf                           allowed = mask & causal
+    P = softmax(S) over keys                        rows with nothing allowed are all zeros (not NaN)
+    O = P V                                         (B, H, Tq, D)
 
-Grouped-query attention never copies k or v: q (B, H, Tq, D) is viewed as (B, Hkv, G*Tq, D), so each kv head
-meets all G of its query heads in one matmul, and the gradients of k and v come out summed over the group.
-
-The full probability matrix P (B, H, Tq, Tk) is kept for backward; ``flash_attention.py`` is the same function
-computed in tiles, whose memory is linear in T.
-
-Speed (the maths is unchanged): with the causal rule, blocks of query rows multiply only against the keys they
-can see (``row_blocks``); the softmax and its backward run in place over blocks of rows (``backend.blockwise``:
-cache-sized pieces, spread over threads on NumPy).
+The whole probability matrix P is kept for the backward. ``flash_attention.py`` is the same function computed in
+tiles with an online softmax (memory linear in T); npformer.kernels.attention is this one computed in causal row
+blocks, in place. Both are tested equal to this one.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from .. import backend
-
-
-class AttentionSpec(NamedTuple):
-    """The validated sizes and options of one attention call (shared with the flash path)."""
-
-    B: int
-    H: int
-    Hkv: int
-    G: int  # query heads per kv head
-    Tq: int
-    Tk: int
-    D: int
-    scale: float
-    mask: Any  # None, or a boolean array of ndim 4 broadcastable to (B, H, Tq, Tk)
-    causal: bool
-
-
-def check_attention_inputs(op, q, k, v, mask=None, causal=False, scale=None) -> AttentionSpec:
-    """Validate the inputs of an attention call; raise ValueError / TypeError whose message starts with ``op``.
-
-    q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D); mask: None or boolean, broadcastable to (B, H, Tq, Tk).
-    Returns an AttentionSpec with the sizes, the scale as a Python float (default 1/sqrt(D)) and the mask
-    reshaped to 4 dimensions (leading size-1 axes added; a view).
-    """
-    for name, a in (("q", q), ("k", k), ("v", v)):
-        if not hasattr(a, "ndim") or not hasattr(a, "dtype"):
-            raise TypeError(f"{op}: {name} must be an array, got {type(a).__name__}")
-        if a.ndim != 4:
-            raise ValueError(f"{op}: {name} must be 4-D (B, heads, T, D), got shape {tuple(a.shape)}")
-        if a.dtype.kind != "f":
-            raise TypeError(f"{op}: {name} must be a float array, got dtype {a.dtype}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"{op}: q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    B, H, Tq, D = q.shape
-    Bk, Hkv, Tk, Dk = k.shape
-    if k.shape != v.shape:
-        raise ValueError(f"{op}: k has shape {tuple(k.shape)} but v has shape {tuple(v.shape)}; they must match")
-    if Bk != B:
-        raise ValueError(f"{op}: q has batch size {B} but k and v have {Bk}")
-    if Dk != D:
-        raise ValueError(f"{op}: q has head size D={D} but k and v have D={Dk}")
-    if min(B, H, Tq, D, Hkv, Tk) == 0:
-        raise ValueError(f"{op}: empty inputs are not supported: q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if H % Hkv != 0:
-        raise ValueError(f"{op}: k has {Hkv} heads, which does not divide q's {H} heads")
-    if scale is None:
-        scale = 1.0 / math.sqrt(D)
-    else:
-        try:
-            scale = float(scale)  # a Python float: a numpy float64 scalar would upcast float32 arrays
-        except (TypeError, ValueError):
-            raise TypeError(f"{op}: scale must be a real number, got {scale!r}") from None
-        if not math.isfinite(scale):
-            raise ValueError(f"{op}: scale must be finite, got {scale}")
-    if mask is not None:
-        if not hasattr(mask, "dtype") or not hasattr(mask, "shape"):
-            raise TypeError(f"{op}: mask must be a boolean array, got {type(mask).__name__}")
-        if mask.dtype != np.bool_:
-            raise TypeError(f"{op}: mask must be boolean (True where a query may attend), got dtype {mask.dtype}")
-        full = (B, H, Tq, Tk)
-        try:
-            ok = mask.ndim <= 4 and np.broadcast_shapes(tuple(mask.shape), full) == full
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} does not broadcast to "
-                             f"(B, H, Tq, Tk) = {full}")
-        mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
-    return AttentionSpec(B, H, Hkv, H // Hkv, Tq, Tk, D, scale, mask, bool(causal))
-
-
-def causal_allowed(xp, Tq, Tk, q0=0, q1=None, k0=0, k1=None):
-    """Boolean (q1-q0, k1-k0): True where query i may see key j under the causal rule j <= i + (Tk - Tq).
-
-    The last query is aligned with the last key, as when decoding with a cache of Tk - Tq earlier keys.
-    """
-    q1 = Tq if q1 is None else q1
-    k1 = Tk if k1 is None else k1
-    rows = xp.arange(q0, q1, dtype=np.int64)[:, None] + (Tk - Tq)
-    cols = xp.arange(k0, k1, dtype=np.int64)[None, :]
-    return cols <= rows
-
-
-# Under the causal rule the queries are processed in blocks of rows, and each block multiplies only against the
-# keys its last row can see. Measured on a 2-core Zen4 at (B, H, T, D) = (16, 6, 256, 64), forward + backward per
-# layer: one BLAS thread 87.6 (one block) / 84.1 (128 rows) / 81.9 ms (64 rows); two threads 65.8 / 65.6 / 73.2 ms:
-# OpenBLAS threads each small product, and its spinning threads slow the blockwise softmax that follows.
-# On one thread (a data-parallel worker: npformer.parallel) smaller blocks win: at (8, 6, 256, 64) forward +
-# backward took 33.7 ms with 128 rows, 30.9 with 64, 33.1 with 32.
-BLOCK_ROWS = 128
-BLOCK_ROWS_SINGLE_THREAD = 64
-
-
-def row_blocks(spec: AttentionSpec, block_rows: int | None = None):
-    """[(r0, r1, e)]: query rows r0:r1 of a block see (at most) keys 0:e; the keys e_prev:e are first seen there.
-
-    Without the causal rule one block holds every row and every key. With it, rows r0:r1 see keys up to
-    r1 - 1 + (Tk - Tq), so e = r1 + (Tk - Tq) clipped to 0..Tk, and key j is seen only by rows of its block and
-    later ones: backward sums dK, dV of the keys e_prev:e over the rows r0:Tq alone.
-    """
-    Tq, Tk = spec.Tq, spec.Tk
-    if block_rows is None:
-        block_rows = BLOCK_ROWS_SINGLE_THREAD if backend.num_threads() == 1 else BLOCK_ROWS
-    if not spec.causal or Tq <= block_rows:
-        return [(0, Tq, Tk)]
-    return [(r0, min(Tq, r0 + block_rows), min(Tk, max(0, min(Tq, r0 + block_rows) + Tk - Tq)))
-            for r0 in range(0, Tq, block_rows)]
-
-
-def _grouped(a, Hkv, G):
-    """(B, H, T, X) -> (B, Hkv, G, T, X), a view: query head h = hkv * G + g."""
-    return a.reshape(a.shape[0], Hkv, G, a.shape[2], a.shape[3])
-
-
-def _blocked_block(xp, spec: AttentionSpec, r0, r1, e):
-    """Boolean broadcastable to (B, Hkv, G, r1-r0, e): True where a score of this block must be hidden; or None."""
-    blocked = None
-    if spec.mask is not None:
-        m = spec.mask  # (B or 1, H or 1, Tq or 1, Tk or 1)
-        m = m.reshape(m.shape[0], spec.Hkv, spec.G, *m.shape[2:]) if m.shape[1] != 1 else m[:, :, None]
-        m = m[..., r0:r1, :] if m.shape[3] != 1 else m
-        m = m[..., :e] if m.shape[4] != 1 else m
-        blocked = ~m
-    if spec.causal:
-        hidden = ~causal_allowed(xp, spec.Tq, spec.Tk, r0, r1, 0, e)
-        blocked = hidden if blocked is None else (blocked | hidden)
-    return blocked
-
-
-def _softmax_kernel(xp, s, hidden_tail, blocked=None):
-    """In place on one block of rows: s <- softmax(s) over the last axis, zero where ``blocked``; tail <- 0.
-
-    s: (..., n, e) scores; hidden_tail: (..., n, Tk - e) the keys these rows never see; blocked: None or boolean
-    of s's shape. Stable: exp(s - rowmax). A row with every key blocked gets zeros, not NaN.
-    """
-    if blocked is not None:
-        xp.copyto(s, -math.inf, where=blocked)
-    row_max = s.max(axis=-1, keepdims=True)
-    if blocked is not None:  # a row with every key hidden has max -inf: use 0 so exp gives zeros, not NaN
-        xp.copyto(row_max, 0.0, where=(row_max == -math.inf))
-    s -= row_max
-    xp.exp(s, out=s)
-    row_sum = s.sum(axis=-1, keepdims=True)
-    if blocked is not None:  # empty rows sum to 0: divide by 1 instead, they stay all-zero
-        xp.copyto(row_sum, 1.0, where=(row_sum == 0.0))
-    s /= row_sum
-    hidden_tail[...] = 0.0
-
-
-def _softmax_backward_kernel(dp, p, row_dot):
-    """In place on one block of rows: dp <- p * (dp - row_dot)  (dS of a softmax; see attention_backward)."""
-    dp -= row_dot
-    dp *= p
-
-
-def _matmul_sum_groups(xp, a, b, out):
-    """out (B, Hkv, m, n) = sum over the G axis of a @ b, with a (B, Hkv, G, m, k) and b (B, Hkv, G, k, n)."""
-    if a.shape[2] == 1:
-        xp.matmul(a, b, out=out[:, :, None])
-    else:
-        xp.sum(xp.matmul(a, b), axis=2, out=out)
+from .attention_inputs import AttentionSpec, allowed_scores, check_attention_inputs
+from .softmax import SoftmaxCache, softmax_backward, softmax_forward
 
 
 class AttentionCache(NamedTuple):
-    qs: Any  # (B, H, Tq, D) the scaled queries scale * q (dK = dS^T (scale Q) needs no further scaling)
-    k: Any  # (B, Hkv, Tk, D)
-    v: Any  # (B, Hkv, Tk, D)
-    out: Any  # (B, H, Tq, D), for rowsum(dP * P) = rowsum(dO * O)
-    p: Any  # (B, H, Tq, Tk) attention probabilities, zero where blocked
+    q: Any  # (B, H, Tq, D)
+    k: Any  # (B, H, Tk, D) the kv heads repeated to one per query head
+    v: Any  # (B, H, Tk, D)
+    softmax: SoftmaxCache  # holds P (B, H, Tq, Tk)
     spec: AttentionSpec
 
 
@@ -209,76 +41,37 @@ def attention_forward(q, k, v, mask=None, causal=False, scale=None):
     Returns out (B, H, Tq, D) and the cache for ``attention_backward``. A query row with nothing to attend to
     gives a zero output row.
     """
-    xp = backend.array_module(q, k, v)
     spec = check_attention_inputs("attention", q, k, v, mask, causal, scale)
-    B, H, Hkv, G, Tq, Tk, D = spec[:7]
-    # contiguous copies (q scaled on the way): BLAS multiplies them faster than the strided views a layer passes
-    qs = q * spec.scale
-    k, v = xp.ascontiguousarray(k), xp.ascontiguousarray(v)
-    # heads grouped as (B, Hkv, G, T, .): the G query heads of a kv group meet one k and v (broadcast, no copy)
-    qs5, k5, v5 = _grouped(qs, Hkv, G), k[:, :, None], v[:, :, None]
-    p5 = xp.empty((B, Hkv, G, Tq, Tk), dtype=q.dtype)
-    out5 = xp.empty((B, Hkv, G, Tq, D), dtype=q.dtype)
-
-    for r0, r1, e in row_blocks(spec):  # query rows r0:r1 see keys 0:e at most
-        if e == 0:  # (causal with Tq > Tk) these rows see no key at all
-            p5[..., r0:r1, :] = 0.0
-            out5[..., r0:r1, :] = 0.0
-            continue
-        # S = (scale * Q) K^T
-        s = p5[..., r0:r1, :e]
-        xp.matmul(qs5[..., r0:r1, :], k5[..., :e, :].swapaxes(-1, -2), out=s)
-        # P = softmax(S) over keys, with blocked scores hidden (-inf) first; P = 0 for the keys e: never seen
-        blocked = _blocked_block(xp, spec, r0, r1, e)
-        arrays = (s, p5[..., r0:r1, e:]) + (() if blocked is None else (xp.broadcast_to(blocked, s.shape),))
-        backend.blockwise(lambda *a: _softmax_kernel(xp, *a), *arrays)
-        # O = P V
-        xp.matmul(s, v5[..., :e, :], out=out5[..., r0:r1, :])
-
-    out = out5.reshape(B, H, Tq, D)
-    return out, AttentionCache(qs, k, v, out, p5.reshape(B, H, Tq, Tk), spec)
+    xp = backend.array_module(q, k, v)
+    k = xp.repeat(k, spec.G, axis=1)  # (B, H, Tk, D)
+    v = xp.repeat(v, spec.G, axis=1)
+    s = spec.scale * (q @ k.swapaxes(-1, -2))  # (B, H, Tq, Tk)
+    allowed = allowed_scores(xp, spec)  # None (all allowed) or boolean broadcastable to s
+    if allowed is not None:
+        s = xp.where(allowed, s, -xp.inf)
+    p, softmax_cache = softmax_forward(s, axis=-1)  # (B, H, Tq, Tk), zero where not allowed
+    out = p @ v  # (B, H, Tq, D)
+    return out, AttentionCache(q, k, v, softmax_cache, spec)
 
 
 def attention_backward(dout, cache: AttentionCache):
     """Gradients of attention: dout (B, H, Tq, D) -> dq (B, H, Tq, D), dk (B, Hkv, Tk, D), dv (B, Hkv, Tk, D).
 
-    dk and dv are summed over the G query heads that share each kv head.
+    Derivation, the forward read upside down:
+        O = P V                  ->  dP = dO V^T                      dV = P^T dO
+        P = softmax(S)           ->  dS = softmax_backward(dP)        (= P * (dP - rowsum(dP * P)))
+        S[not allowed] = -inf    ->  nothing to do: P is 0 there, so dS is 0 there too
+        S = scale * Q K^T        ->  dQ = scale * dS K                dK = scale * dS^T Q
+        K, V repeated G times    ->  dK, dV of a kv head = the sum over its G query heads
     """
-    # forward was: S = scale * Q K^T;  P = softmax(S) (zero where blocked);  O = P V
-    xp = backend.array_module(dout)
-    qs, k, v, out, p, spec = cache
+    q, k, v, softmax_cache, spec = cache
+    p = softmax_cache.y
+    dp = dout @ v.swapaxes(-1, -2)  # (B, H, Tq, Tk)
+    dv = p.swapaxes(-1, -2) @ dout  # (B, H, Tk, D)
+    ds = softmax_backward(dp, softmax_cache)  # (B, H, Tq, Tk)
+    dq = spec.scale * (ds @ k)  # (B, H, Tq, D)
+    dk = spec.scale * (ds.swapaxes(-1, -2) @ q)  # (B, H, Tk, D)
     B, H, Hkv, G, Tq, Tk, D = spec[:7]
-    qs5, k5, v5 = _grouped(qs, Hkv, G), k[:, :, None], v[:, :, None]
-    p5, do5 = _grouped(p, Hkv, G), _grouped(dout, Hkv, G)
-
-    # P = softmax(S)  =>  dS = P * (dP - rowsum(dP * P)).
-    # rowsum(dP * P)_i = sum_j P_ij dO_i . V_j = dO_i . O_i, a (B, H, Tq) sum instead of a (Tq, Tk) temporary.
-    # Blocked entries have P = 0, so dS = 0 there; empty rows have O = 0 and P = 0, so their dS is 0.
-    row_dot = _grouped(xp.einsum("bhtd,bhtd->bht", dout, out)[..., None], Hkv, G)  # no (B, H, Tq, D) temporary
-    ds5 = xp.empty_like(p5)
-    dq5 = xp.empty((B, Hkv, G, Tq, D), dtype=dout.dtype)
-    blocks = row_blocks(spec)
-    for r0, r1, e in blocks:  # rows r0:r1 saw keys 0:e at most (P = 0 beyond, so dS = 0 there)
-        if e == 0:
-            dq5[..., r0:r1, :] = 0.0
-            continue
-        # O = P V  =>  dP = dO V^T
-        ds = ds5[..., r0:r1, :e]
-        xp.matmul(do5[..., r0:r1, :], v5[..., :e, :].swapaxes(-1, -2), out=ds)
-        #          =>  dS = P * (dP - rowsum(dO * O))
-        backend.blockwise(_softmax_backward_kernel, ds, p5[..., r0:r1, :e], row_dot[..., r0:r1, :])
-        # S = scale * Q K^T  =>  dQ = scale * dS K
-        xp.matmul(ds, k5[..., :e, :], out=dq5[..., r0:r1, :])
-    dq5 *= spec.scale
-
-    # keys e_prev:e are seen only by rows r0: onwards, so their gradients sum over those rows (and the G heads):
-    # O = P V  =>  dV = P^T dO;   S = scale * Q K^T  =>  dK = scale * dS^T Q = dS^T (scale * Q)
-    dk = xp.empty((B, Hkv, Tk, D), dtype=dout.dtype)
-    dv = xp.empty((B, Hkv, Tk, D), dtype=dout.dtype)
-    k0 = 0  # the last block ends at e = Tk, so these slices cover every key once
-    for r0, _, e in blocks:
-        if e > k0:
-            _matmul_sum_groups(xp, ds5[..., r0:, k0:e].swapaxes(-1, -2), qs5[..., r0:, :], dk[:, :, k0:e])
-            _matmul_sum_groups(xp, p5[..., r0:, k0:e].swapaxes(-1, -2), do5[..., r0:, :], dv[:, :, k0:e])
-            k0 = e
-    return dq5.reshape(B, H, Tq, D), dk, dv
+    dk = dk.reshape(B, Hkv, G, Tk, D).sum(axis=2)  # (B, Hkv, Tk, D)
+    dv = dv.reshape(B, Hkv, G, Tk, D).sum(axis=2)
+    return dq, dk, dv

@@ -19,7 +19,7 @@ import math
 from typing import Any, NamedTuple
 
 from .. import backend
-from .attention import AttentionSpec, causal_allowed, check_attention_inputs
+from .attention_inputs import AttentionSpec, causal_allowed, check_attention_inputs
 
 
 class FlashAttentionCache(NamedTuple):

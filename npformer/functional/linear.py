@@ -105,15 +105,20 @@ def embedding_forward(ids, table):
     return y, EmbeddingCache(ids, vocab, table.dtype)
 
 
-def embedding_backward(dy, cache: EmbeddingCache):
+def embedding_backward(dy, cache: EmbeddingCache, dtable=None):
     """Gradient of y = table[ids] with respect to the table.
 
-    dy: (..., C) -> dtable: (V, C), rows of repeated ids summed.
+    dy: (..., C) -> dtable: (V, C), rows of repeated ids summed. Given ``dtable`` (a layer passes its .grad), the
+    gradient is added into it and it is returned, so no (V, C) temporary is made; else a new array is returned.
+
+    Derivation. The forward was  y[p, :] = table[ids[p], :]  for every position p, so row v of the table reached
+    every position whose id is v:
+        dL/dtable[v, :] = sum over positions p with ids[p] == v of dy[p, :]
+    a scatter-add (``table[ids] += dy`` would keep only one of each repeated id; backend.scatter_add sums them).
     """
     ids, vocab, dtype = cache
     xp = backend.array_module(dy)
-    # forward: y[p, :] = table[ids[p], :]
-    # dL/dtable[v, :] = sum over positions p with ids[p] == v of dy[p, :]   (a scatter-add: ids repeat)
-    dtable = xp.zeros((vocab, dy.shape[-1]), dtype=dtype)
+    if dtable is None:
+        dtable = xp.zeros((vocab, dy.shape[-1]), dtype=dtype)
     backend.scatter_add(dtable, ids, dy)
     return dtable

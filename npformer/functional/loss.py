@@ -1,4 +1,5 @@
-"""Cross-entropy loss over the vocabulary, with ignore_index and label smoothing (PyTorch's conventions).
+"""Cross-entropy loss over the vocabulary, with ignore_index and label smoothing (PyTorch's conventions), and the
+LM head followed by the loss as one pair.
 
 Shapes: logits (..., V), targets (...), usually (B, T, V) and (B, T); N = number of positions; V vocabulary.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .. import backend
+from .linear import LinearCache, linear_backward, linear_forward
 
 
 class CrossEntropyCache(NamedTuple):
@@ -105,3 +107,57 @@ def cross_entropy_backward(dloss, cache: CrossEntropyCache):
     scale = xp.asarray(dloss, dtype=dtype)
     dlogits *= (weight * scale)[:, None]
     return dlogits.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the LM head and the loss as one pair: logits = x @ w, then cross-entropy
+# ---------------------------------------------------------------------------------------------------------------
+DEFAULT_CHUNK = 1024  # the fast tier's rows per chunk: 1024 x 50257 float32 logits are ~200 MB
+
+
+def check_lm_head_inputs(x, w, targets, chunk) -> None:
+    op = "lm_head_cross_entropy"
+    for name, a in (("x", x), ("w", w)):
+        if getattr(a, "dtype", None) is None or a.dtype.kind != "f":
+            raise TypeError(f"{op}: {name} must be a float array, got {getattr(a, 'dtype', type(a).__name__)}")
+    if getattr(targets, "dtype", None) is None or targets.dtype.kind not in "iu":
+        raise TypeError(f"{op}: targets must be an integer array, got "
+                        f"{getattr(targets, 'dtype', type(targets).__name__)}")
+    if w.ndim != 2 or w.shape[1] < 1:
+        raise ValueError(f"{op}: w must be 2-D (C, V) with V >= 1, got shape {tuple(w.shape)}")
+    if x.ndim < 1 or x.shape[-1] != w.shape[0]:
+        raise ValueError(f"{op}: x {tuple(x.shape)} must end in C = {w.shape[0]} channels to match w "
+                         f"{tuple(w.shape)}")
+    if w.dtype != x.dtype:
+        raise TypeError(f"{op}: w is {w.dtype} but x is {x.dtype}; they must match")
+    if tuple(targets.shape) != tuple(x.shape[:-1]):
+        raise ValueError(f"{op}: targets have shape {tuple(targets.shape)} but x {tuple(x.shape)} needs targets "
+                         f"of shape {tuple(x.shape[:-1])}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"{op}: chunk must be a positive integer (rows per chunk), got {chunk!r}")
+
+
+
+class LMHeadLossCache(NamedTuple):
+    linear: LinearCache  # x and w
+    loss: CrossEntropyCache  # the logits (N, V) and their log-sum-exp
+
+
+def lm_head_cross_entropy_forward(x, w, targets, ignore_index: int = -100, chunk: int = DEFAULT_CHUNK):
+    """Mean cross-entropy of the logits x @ w against targets (positions equal to ignore_index left out).
+
+    x: (..., C) float; w: (C, V); targets: (...) integer -> loss: 0-d array of x's dtype, cache.
+    ``chunk`` is the fast tier's rows per chunk (npformer.kernels.fused_loss, which never holds all the logits);
+    here it is only checked: the reference holds the whole (N, V) logits.
+    """
+    check_lm_head_inputs(x, w, targets, chunk)
+    logits, linear_cache = linear_forward(x, w)  # (..., V)
+    loss, loss_cache = cross_entropy_forward(logits, targets, ignore_index=ignore_index)
+    return loss, LMHeadLossCache(linear_cache, loss_cache)
+
+
+def lm_head_cross_entropy_backward(dloss, cache: LMHeadLossCache):
+    """dloss: scalar -> dx: (..., C), dw: (C, V). The forward upside down: the loss's backward, then the head's."""
+    dlogits = cross_entropy_backward(dloss, cache.loss)
+    dx, dw, _ = linear_backward(dlogits, cache.linear)
+    return dx, dw

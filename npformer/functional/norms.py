@@ -1,6 +1,8 @@
-"""Normalisations over the last (channel) axis: LayerNorm and RMSNorm.
+"""Normalisations over the last (channel) axis: LayerNorm and RMSNorm, written as their maths.
 
 Shapes: x (..., C), any number of leading axes (B, T, ...), C channels; statistics are per row of C.
+The fast tier's in-place, blockwise versions (npformer.kernels.norms) return the same caches and are tested
+equal to these.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import NamedTuple
 from .. import backend
 
 
-def _check(op: str, x, params: dict) -> None:
+def check_norm_inputs(op: str, x, params: dict) -> None:
     """x float with at least one axis; every parameter a float (C,) vector of x's dtype."""
     if getattr(x, "dtype", None) is None or x.dtype.kind != "f":
         raise TypeError(f"{op}: x must be a float array, got {getattr(x, 'dtype', type(x).__name__)}")
@@ -27,8 +29,14 @@ def _check(op: str, x, params: dict) -> None:
             raise TypeError(f"{op}: {name} is {p.dtype} but x is {x.dtype}; they must match")
 
 
-def _sum_rows(a):
-    """(..., C) -> (C,): sum over every leading axis (parameter gradients)."""
+def check_eps(op: str, eps) -> float:
+    if not eps >= 0.0:  # also refuses NaN
+        raise ValueError(f"{op}: eps must be >= 0, got {eps}")
+    return float(eps)  # a Python float: a NumPy float64 would turn float32 arithmetic into float64
+
+
+def sum_rows(a):
+    """(..., C) -> (C,): the sum over every leading axis (a parameter gradient collects every position's share)."""
     return a.reshape(-1, a.shape[-1]).sum(axis=0)
 
 
@@ -46,71 +54,46 @@ def layernorm_forward(x, w, b, eps: float = 1e-5):
 
     x: (..., C) float; w, b: (C,) -> y: (..., C), cache.
     """
-    _check("layernorm", x, {"w": w, "b": b})
-    if not eps >= 0.0:
-        raise ValueError(f"layernorm: eps must be >= 0, got {eps}")
-    eps = float(eps)
+    check_norm_inputs("layernorm", x, {"w": w, "b": b})
+    eps = check_eps("layernorm", eps)
     xp = backend.array_module(x)
-    C = x.shape[-1]
-    x2d = x.reshape(-1, C)  # (N, C)
-    xhat = xp.empty(x2d.shape, dtype=x.dtype)
-    rstd = xp.empty((x2d.shape[0], 1), dtype=x.dtype)
-    y = xp.empty(x2d.shape, dtype=x.dtype)
-    mean_weights = xp.full((C, 1), 1.0 / C, dtype=x.dtype)  # row means as a matrix-vector product (BLAS)
-
-    def kernel(x, xhat, rstd, y):  # a block of rows, every step in place
-        mean = x @ mean_weights  # (n, 1)
-        xp.subtract(x, mean, out=xhat)  # xc = x - mean
-        xp.multiply(xhat, xhat, out=y)  # (y as scratch)
-        var = y @ mean_weights  # biased variance like PyTorch
-        var += eps
-        xp.sqrt(var, out=var)
-        xp.divide(1.0, var, out=rstd)  # rstd = 1 / sqrt(var + eps)
-        xhat *= rstd  # xhat = xc * rstd
-        xp.multiply(xhat, w, out=y)
-        y += b  # y = xhat * w + b
-
-    backend.blockwise(kernel, x2d, xhat, rstd, y)
-    lead = tuple(x.shape[:-1])
-    return y.reshape(x.shape), LayerNormCache(xhat.reshape(x.shape), rstd.reshape(lead + (1,)), w)
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    xc = x - mean  # (..., C) centred
+    var = (xc * xc).mean(axis=-1, keepdims=True)  # (..., 1) biased variance, as PyTorch
+    rstd = 1.0 / xp.sqrt(var + eps)  # (..., 1)
+    xhat = xc * rstd  # (..., C) zero mean, unit variance per row
+    y = xhat * w + b
+    return y, LayerNormCache(xhat, rstd, w)
 
 
 def layernorm_backward(dy, cache: LayerNormCache):
     """Gradients of LayerNorm.
 
     dy: (..., C) -> dx: (..., C), dw: (C,), db: (C,)   (dw, db summed over all leading axes).
+
+    Derivation. The forward was, per row of C values:
+        mean = (1/C) sum_j x_j;   var = (1/C) sum_j (x_j - mean)^2;   rstd = (var + eps)^(-1/2)
+        xhat_i = (x_i - mean) * rstd;   y_i = xhat_i * w_i + b_i
+    First the parameters, summed over every row:
+        dL/db_i = dy_i;   dL/dw_i = dy_i * xhat_i;   and dL/dxhat_i = dy_i * w_i  (call it dxhat_i)
+    Then x_k reaches every xhat_i along three paths (llm.c's "term 1, term 2, term 3"):
+        term 1, directly through x_i (i = k):    rstd * dxhat_k
+        term 2, through the mean:                -rstd * (1/C) sum_i dxhat_i
+        term 3, through rstd (the variance):
+            d rstd / d x_k = -rstd^3 (x_k - mean) / C = -rstd^2 xhat_k / C
+            dL / d rstd = sum_i dxhat_i (x_i - mean) = sum_i dxhat_i xhat_i / rstd
+            so the term is  -rstd * xhat_k * (1/C) sum_i dxhat_i xhat_i
+        (the variance's own dependence on the mean adds nothing: sum_j (x_j - mean) = 0.)
+    Together:  dx_k = rstd * (dxhat_k - mean_i(dxhat_i) - xhat_k * mean_i(dxhat_i * xhat_i)).
     """
     xhat, rstd, w = cache
-    xp = backend.array_module(xhat)
-    C = xhat.shape[-1]
-    dy2d = xp.ascontiguousarray(dy).reshape(-1, C)  # (N, C)
-    xhat2d = xhat.reshape(-1, C)
-    # forward: y = xhat * w + b
-    db = dy2d.sum(axis=0)  # dL/db = sum over rows of dy
-    dw = xp.einsum("nc,nc->c", dy2d, xhat2d)  # dL/dw = sum over rows of dy * xhat (no (N, C) temporary)
-    # forward: xhat = (x - mean) * rstd, with mean = mean_j(x_j) and rstd = (mean_j((x_j - mean)^2) + eps)^(-1/2).
-    # x reaches dx_i along three paths (llm.c's "term 1, term 2, term 3"):
-    #   term 1, through x_i directly:        rstd * dxhat_i
-    #   term 2, through the mean:           -rstd * mean_j(dxhat_j)
-    #   term 3, through rstd (the variance): -rstd * xhat_i * mean_j(dxhat_j * xhat_j)
-    # (term 3's mean-path contribution vanishes because the xhat_j sum to zero.)
-    dx = xp.empty(dy2d.shape, dtype=xp.result_type(dy2d, xhat))
-    mean_weights = xp.full((C, 1), 1.0 / C, dtype=dx.dtype)  # row means as a matrix-vector product (BLAS)
-
-    def kernel(dy, xhat, rstd, dx):  # a block of rows, in place in dx and one block-sized scratch
-        xp.multiply(dy, w, out=dx)  # dxhat = dL/dxhat
-        # first, the two reductions:
-        dxhat_mean = dx @ mean_weights  # (n, 1)
-        scratch = dx * xhat
-        dxhat_xhat_mean = scratch @ mean_weights
-        # then the three terms together: dx = rstd * (dxhat - dxhat_mean - xhat * dxhat_xhat_mean)
-        xp.multiply(xhat, dxhat_xhat_mean, out=scratch)
-        dx -= dxhat_mean
-        dx -= scratch
-        dx *= rstd
-
-    backend.blockwise(kernel, dy2d, xhat2d, rstd.reshape(-1, 1), dx)
-    return dx.reshape(xhat.shape), dw, db
+    db = sum_rows(dy)
+    dw = sum_rows(dy * xhat)
+    dxhat = dy * w
+    dxhat_mean = dxhat.mean(axis=-1, keepdims=True)  # term 2's mean
+    dxhat_xhat_mean = (dxhat * xhat).mean(axis=-1, keepdims=True)  # term 3's mean
+    dx = rstd * (dxhat - dxhat_mean - xhat * dxhat_xhat_mean)
+    return dx, dw, db
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -127,12 +110,11 @@ def rmsnorm_forward(x, w, eps: float = 1e-6):
 
     x: (..., C) float; w: (C,) -> y: (..., C), cache.
     """
-    _check("rmsnorm", x, {"w": w})
-    if not eps >= 0.0:
-        raise ValueError(f"rmsnorm: eps must be >= 0, got {eps}")
-    eps = float(eps)
-    ms = (x * x).mean(axis=-1, keepdims=True)  # (..., 1) mean square
-    rrms = 1.0 / backend.array_module(x).sqrt(ms + eps)
+    check_norm_inputs("rmsnorm", x, {"w": w})
+    eps = check_eps("rmsnorm", eps)
+    xp = backend.array_module(x)
+    mean_square = (x * x).mean(axis=-1, keepdims=True)  # (..., 1)
+    rrms = 1.0 / xp.sqrt(mean_square + eps)  # (..., 1)
     xhat = x * rrms
     y = xhat * w
     return y, RMSNormCache(xhat, rrms, w)
@@ -142,15 +124,17 @@ def rmsnorm_backward(dy, cache: RMSNormCache):
     """Gradients of RMSNorm.
 
     dy: (..., C) -> dx: (..., C), dw: (C,)   (dw summed over all leading axes).
+
+    Derivation. The forward was, per row:  r = (mean_j(x_j^2) + eps)^(-1/2);  xhat_i = x_i * r;  y_i = xhat_i * w_i.
+        dL/dw_i = dy_i * xhat_i (summed over rows);   dxhat_i = dy_i * w_i
+        term 1, directly through x_i:   r * dxhat_k
+        term 2, through r:              dr/dx_k = -r^3 x_k / C and dL/dr = sum_i dxhat_i x_i, so
+                                        -r^3 x_k mean_i(dxhat_i x_i) = -r * xhat_k * mean_i(dxhat_i * xhat_i)
+    Together:  dx_k = r * (dxhat_k - xhat_k * mean_i(dxhat_i * xhat_i)).
     """
     xhat, rrms, w = cache
-    # forward: y = xhat * w
-    dw = _sum_rows(dy * xhat)
+    dw = sum_rows(dy * xhat)
     dxhat = dy * w
-    # forward: xhat_i = x_i * r, with r = (mean_j(x_j^2) + eps)^(-1/2)
-    #   term 1, through x_i directly:  r * dxhat_i
-    #   term 2, through r:             dL/dr = sum_j dxhat_j * x_j;  dr/dx_i = -r^3 * x_i / C
-    #                                  -> -r^3 * x_i * mean_j(dxhat_j * x_j) = -r * xhat_i * mean_j(dxhat_j * xhat_j)
     dxhat_xhat_mean = (dxhat * xhat).mean(axis=-1, keepdims=True)
     dx = rrms * (dxhat - xhat * dxhat_xhat_mean)
     return dx, dw

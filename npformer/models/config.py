@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .tiers import check_kernels_field
+
 FFN_KINDS = ("relu", "gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
 PLACEMENTS = ("pre", "post")
@@ -38,7 +40,8 @@ class GPTConfig:
     tie_embeddings: bool = True
     attn_impl: str = "plain"
     recompute: bool = False  # recompute each block's forward during backward, keeping only its input
-    loss_chunk: int = 0  # > 0: fused LM head + cross-entropy over chunks of this many tokens (never all logits)
+    loss_chunk: int = 0  # > 0: LM head + loss as one op (fast tier: in chunks of this many tokens, never all logits)
+    kernels: str | None = None  # "reference", "fast", or None: follow npformer.set_kernels (fast by default)
     seed: int = 0
     extra: dict = field(default_factory=dict)  # free-form notes saved with the checkpoint
 
@@ -71,6 +74,7 @@ class GPTConfig:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if not isinstance(self.loss_chunk, int) or self.loss_chunk < 0:
             problems.append(f"loss_chunk must be a non-negative integer, got {self.loss_chunk!r}")
+        check_kernels_field(self.kernels, problems)
         if problems:
             raise ValueError("GPTConfig: " + "; ".join(problems))
 

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from .. import functional as F
+from ..kernels import ops
 from ..nn import (
     Dropout,
     Embedding,
@@ -35,6 +35,7 @@ from ..nn import (
     padding_mask,
 )
 from ..nn import init as nn_init
+from .tiers import check_kernels_field, runs_in_config_tier
 
 FFN_KINDS = ("relu", "gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
@@ -59,6 +60,7 @@ def check_common(cfg, int_fields, problems: list) -> None:
             problems.append(f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
     if not 0.0 <= cfg.dropout < 1.0:
         problems.append(f"dropout must be in [0, 1), got {cfg.dropout}")
+    check_kernels_field(cfg.kernels, problems)
 
 
 def config_from_dict(cls, d: dict):
@@ -100,6 +102,7 @@ class EncoderConfig:
     n_classes: int = 0
     pooling: str = "first"
     attn_impl: str = "plain"
+    kernels: str | None = None  # "reference", "fast", or None: follow npformer.set_kernels
     seed: int = 0
 
     def __post_init__(self):
@@ -259,6 +262,8 @@ def mask_tokens(ids, mask_id: int, vocab_size: int, rng, pad_id: int | None = No
 # the encoder
 # ---------------------------------------------------------------------------------------------------------------
 class Encoder(Module):
+    caches = ("_state", "_valid", "_head_cache", "_pool_cache")  # what forward keeps for backward
+
     def __init__(self, config: EncoderConfig):
         config.validate()
         self.config = cfg = config
@@ -283,6 +288,7 @@ class Encoder(Module):
         self.flatten_parameters()  # one buffer: AdamW and clipping in a few passes (see GPT)
 
     # -- forward -----------------------------------------------------------------------------------------------
+    @runs_in_config_tier
     def hidden_states(self, ids):
         """ids (B, T) -> hidden states (B, T, C), padding masked out of every attention. Caches for backward."""
         check_ids("Encoder", ids, self.config.vocab_size)
@@ -298,6 +304,7 @@ class Encoder(Module):
 
     forward = hidden_states
 
+    @runs_in_config_tier
     def backward_hidden(self, dx) -> None:
         """dx (B, T, C), the gradient of the hidden states -> parameter gradients (the stack upside down)."""
         # x = norm_f(x)
@@ -309,24 +316,27 @@ class Encoder(Module):
         # x = drop(wte[ids] * s + pos)
         self.embed.backward(dx)
 
+    @runs_in_config_tier
     def mlm_logits(self, ids):
         """ids (B, T) -> logits (B, T, V) of the MLM head: hidden @ wte^T + b_mlm."""
         if self.mlm_bias is None:
             raise RuntimeError("Encoder: this encoder has no MLM head (mlm_head=False)")
         x = self.hidden_states(ids)
-        logits, self._head_cache = F.linear_forward(x, self.embed.tok.weight.data.T, self.mlm_bias.data)
+        logits, self._head_cache = ops.linear_forward(x, self.embed.tok.weight.data.T, self.mlm_bias.data)
         return logits
 
+    @runs_in_config_tier
     def mlm_loss(self, ids, targets, ignore_index: int = IGNORE_INDEX):
         """Masked-LM loss: mean cross-entropy over positions whose target is not ignore_index (see mask_tokens).
         ids, targets: (B, T). Returns a 0-d array; call ``backward()`` next."""
         if getattr(targets, "shape", None) != ids.shape:
             raise ValueError(f"Encoder: targets shape {getattr(targets, 'shape', None)} != ids shape {ids.shape}")
         logits = self.mlm_logits(ids)
-        loss, cache = F.cross_entropy_forward(logits, targets, ignore_index=ignore_index)
+        loss, cache = ops.cross_entropy_forward(logits, targets, ignore_index=ignore_index)
         self._state = ("mlm", cache)
         return loss
 
+    @runs_in_config_tier
     def classify(self, ids):
         """ids (B, T) -> class logits (B, K) from the pooled hidden states."""
         if self.cls_head is None:
@@ -335,26 +345,28 @@ class Encoder(Module):
         pooled, self._pool_cache = pool_forward(x, self._valid, self.config.pooling)
         return self.cls_head.forward(pooled)
 
+    @runs_in_config_tier
     def classify_loss(self, ids, labels, label_smoothing: float = 0.0):
         """Mean cross-entropy of classify(ids) against labels (B,) in [0, K). Call ``backward()`` next."""
         if getattr(labels, "shape", None) != ids.shape[:1]:
             raise ValueError(f"Encoder: labels must have shape ({ids.shape[0]},), got {getattr(labels, 'shape', None)}")
         logits = self.classify(ids)
-        loss, cache = F.cross_entropy_forward(logits, labels, label_smoothing=label_smoothing)
+        loss, cache = ops.cross_entropy_forward(logits, labels, label_smoothing=label_smoothing)
         self._state = ("cls", cache)
         return loss
 
     # -- backward ----------------------------------------------------------------------------------------------
+    @runs_in_config_tier
     def backward(self, dloss: float = 1.0) -> None:
         """Add d(dloss * loss)/d(param) into every parameter's .grad, after mlm_loss or classify_loss."""
         if self._state is None:
             raise RuntimeError("Encoder.backward: call mlm_loss(ids, targets) or classify_loss(ids, labels) first")
         kind, cache = self._state
         self._state = None
-        dlogits = F.cross_entropy_backward(dloss, cache)
+        dlogits = ops.cross_entropy_backward(dloss, cache)
         if kind == "mlm":
             # logits = x @ wte^T + b_mlm: the head's weight gradient lands on the (tied) token table
-            dx, dw_head, db = F.linear_backward(dlogits, self._head_cache)
+            dx, dw_head, db = ops.linear_backward(dlogits, self._head_cache)
             self._head_cache = None
             self.embed.tok.weight.grad += dw_head.T
             self.mlm_bias.grad += db

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend
-from .. import functional as F
+from ..kernels import ops
 from ..nn import Module, Parameter, TransformerBlock, make_norm, padding_mask
 from ..nn import init as nn_init
 from .encoder import IGNORE_INDEX, Encoder, EncoderConfig, InputEmbedding, check_common, check_ids, config_from_dict
+from .tiers import runs_in_config_tier
 
 
 @dataclass
@@ -63,6 +64,7 @@ class EncoderDecoderConfig:
     tie_output: bool = True
     pad_id: int = 0
     attn_impl: str = "plain"
+    kernels: str | None = None  # "reference", "fast", or None: follow npformer.set_kernels
     seed: int = 0
 
     def __post_init__(self):
@@ -94,7 +96,7 @@ class EncoderDecoderConfig:
                              ffn_kind=self.ffn_kind, norm=self.norm, norm_placement=self.norm_placement,
                              positions=self.positions, scale_embeddings=self.scale_embeddings, bias=self.bias,
                              dropout=self.dropout, pad_id=self.pad_id, mlm_head=False, n_classes=0,
-                             attn_impl=self.attn_impl, seed=self.seed)
+                             attn_impl=self.attn_impl, kernels=self.kernels, seed=self.seed)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -127,6 +129,8 @@ PRESETS = {
 
 
 class EncoderDecoder(Module):
+    caches = ("_state", "_head_cache")  # what forward keeps for backward (Module.drop_caches)
+
     def __init__(self, config: EncoderDecoderConfig):
         config.validate()
         self.config = cfg = config
@@ -157,11 +161,13 @@ class EncoderDecoder(Module):
         return self.tgt_embed.tok.weight.data.T if self.out_proj is None else self.out_proj.data
 
     # -- forward -----------------------------------------------------------------------------------------------
+    @runs_in_config_tier
     def encode(self, src):
         """src (B, S) -> (memory (B, S, C), context mask (B, 1, 1, S), True at real source tokens)."""
         memory = self.encoder.hidden_states(src)
         return memory, padding_mask(src != self.config.pad_id)
 
+    @runs_in_config_tier
     def decode(self, tgt_in, memory=None, context_mask=None, context_kv=None, pos_offset: int = 0,
                kv_caches=None):
         """tgt_in (B, T) -> logits (B, T, V), attending to the encoder output.
@@ -178,14 +184,16 @@ class EncoderDecoder(Module):
                               kv_cache=None if kv_caches is None else kv_caches[i])
         if self.dec_norm_f is not None:
             y = self.dec_norm_f.forward(y)
-        logits, self._head_cache = F.linear_forward(y, self.output_weight())
+        logits, self._head_cache = ops.linear_forward(y, self.output_weight())
         return logits
 
+    @runs_in_config_tier
     def forward(self, src, tgt_in):
         """src (B, S), tgt_in (B, T) -> logits (B, T, V) (teacher forcing)."""
         memory, cmask = self.encode(src)
         return self.decode(tgt_in, memory, cmask)
 
+    @runs_in_config_tier
     def loss(self, src, tgt_in, tgt_out, label_smoothing: float | None = None):
         """Mean (label-smoothed) cross-entropy of forward(src, tgt_in) against tgt_out (B, T); positions where
         tgt_out is pad_id (or -100) are ignored. Returns a 0-d array; call ``backward()`` next."""
@@ -196,19 +204,20 @@ class EncoderDecoder(Module):
         logits = self.forward(src, tgt_in)
         xp = backend.array_module(tgt_out)
         targets = xp.where(tgt_out == self.config.pad_id, IGNORE_INDEX, tgt_out.astype(xp.int64))  # uint ids: no wrap
-        loss, cache = F.cross_entropy_forward(logits, targets, ignore_index=IGNORE_INDEX, label_smoothing=eps)
+        loss, cache = ops.cross_entropy_forward(logits, targets, ignore_index=IGNORE_INDEX, label_smoothing=eps)
         self._state = cache
         return loss
 
     # -- backward ----------------------------------------------------------------------------------------------
+    @runs_in_config_tier
     def backward(self, dloss: float = 1.0) -> None:
         """Add d(dloss * loss)/d(param) into every parameter's .grad: the forward of ``loss`` upside down."""
         if self._state is None:
             raise RuntimeError("EncoderDecoder.backward: call loss(src, tgt_in, tgt_out) first")
         cache, self._state = self._state, None
         # loss = CE(y @ W_out, targets)
-        dlogits = F.cross_entropy_backward(dloss, cache)
-        dy, dw_out, _ = F.linear_backward(dlogits, self._head_cache)
+        dlogits = ops.cross_entropy_backward(dloss, cache)
+        dy, dw_out, _ = ops.linear_backward(dlogits, self._head_cache)
         self._head_cache = None
         if self.out_proj is None:
             self.tgt_embed.tok.weight.grad += dw_out.T  # tied: the projection's gradient lands on the table

@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from .. import functional as F
+from ..kernels import ops
 from ..nn import Dropout, Embedding, Module, Parameter, SinusoidalTable, TransformerBlock, make_norm
 from ..nn import init as nn_init
 from .config import GPTConfig
+from .tiers import runs_in_config_tier
 
 
 class GPT(Module):
+    caches = ("_cache_loss", "_cache_head")  # what forward keeps for backward (Module.drop_caches)
+
     def __init__(self, config: GPTConfig):
         config.validate()
         self.config = config
@@ -66,6 +69,7 @@ class GPT(Module):
         return backend.array_module(self.wte.weight.data).arange(pos_offset, pos_offset + T, dtype="int64")
 
     # -- forward -----------------------------------------------------------------------------------------------
+    @runs_in_config_tier
     def hidden_states(self, idx, pos_offset: int = 0, kv_caches=None):
         """idx (B, T) -> final hidden states (B, T, C), before the LM head. Caches what backward needs."""
         self._check_idx(idx, pos_offset)
@@ -84,15 +88,17 @@ class GPT(Module):
             x = self.norm_f.forward(x)
         return x
 
+    @runs_in_config_tier
     def forward(self, idx, pos_offset: int = 0, kv_caches=None):
         """idx: (B, T) -> logits (B, T, V).
 
         pos_offset / kv_caches: for decoding with a key/value cache (one cache per block); see npformer.generate.
         """
         x = self.hidden_states(idx, pos_offset, kv_caches)
-        logits, self._cache_head = F.linear_forward(x, self.head_weight())
+        logits, self._cache_head = ops.linear_forward(x, self.head_weight())
         return logits
 
+    @runs_in_config_tier
     def loss(self, idx, targets, ignore_index: int = -100):
         """Causal LM loss: mean cross-entropy of the logits at each position against ``targets`` (B, T), the
         next token at each position (ignore_index excluded). Returns a 0-d array; call ``backward()`` next."""
@@ -100,16 +106,17 @@ class GPT(Module):
             raise ValueError(f"GPT: targets shape {getattr(targets, 'shape', None)} != idx shape {idx.shape}")
         if self.config.loss_chunk > 0:
             x = self.hidden_states(idx)
-            loss, cache = F.lm_head_cross_entropy_forward(x, self.head_weight(), targets,
+            loss, cache = ops.lm_head_cross_entropy_forward(x, self.head_weight(), targets,
                                                           ignore_index=ignore_index, chunk=self.config.loss_chunk)
             self._cache_loss = ("fused", cache)
             return loss
         logits = self.forward(idx)
-        loss, cache = F.cross_entropy_forward(logits, targets, ignore_index=ignore_index)
+        loss, cache = ops.cross_entropy_forward(logits, targets, ignore_index=ignore_index)
         self._cache_loss = ("plain", cache)
         return loss
 
     # -- backward ----------------------------------------------------------------------------------------------
+    @runs_in_config_tier
     def backward(self, dloss: float = 1.0) -> None:
         """Fill every parameter's .grad (adding to what is there) with d(dloss * loss)/d(param).
 
@@ -120,10 +127,10 @@ class GPT(Module):
         self._cache_loss = None
         # loss = CE(x @ W_head, targets)
         if kind == "fused":
-            dx, dw_head = F.lm_head_cross_entropy_backward(dloss, cache)
+            dx, dw_head = ops.lm_head_cross_entropy_backward(dloss, cache)
         else:
-            dlogits = F.cross_entropy_backward(dloss, cache)
-            dx, dw_head, _ = F.linear_backward(dlogits, self._cache_head)
+            dlogits = ops.cross_entropy_backward(dloss, cache)
+            dx, dw_head, _ = ops.linear_backward(dlogits, self._cache_head)
             self._cache_head = None
         if self.lm_head is None:
             self.wte.weight.grad += dw_head.T  # tied: the head's gradient lands on the embedding table too

@@ -8,7 +8,7 @@ True where a query may attend (see ``padding_mask``).
 from __future__ import annotations
 
 from .. import backend
-from .. import functional as F
+from ..kernels import ops
 from .linear import Linear
 from .module import Module
 
@@ -28,6 +28,8 @@ class MultiHeadAttention(Module):
     ``impl`` picks the attention kernel: "plain" (probabilities kept for backward) or "flash" (tiled, online
     softmax, memory linear in T). Both have the same maths and the same results.
     """
+
+    caches = ("_cache",)  # what forward keeps for backward (Module.drop_caches)
 
     def __init__(self, dim: int, n_head: int, n_kv_head: int | None = None, head_dim: int | None = None,
                  bias: bool = True, cross: bool = False, context_dim: int | None = None, rope: bool = False,
@@ -59,15 +61,15 @@ class MultiHeadAttention(Module):
     # -- helpers ---------------------------------------------------------------------------------------------
     def _kernel(self):
         if self.impl == "flash":
-            return F.flash_attention_forward, F.flash_attention_backward
-        return F.attention_forward, F.attention_backward
+            return ops.flash_attention_forward, ops.flash_attention_backward
+        return ops.attention_forward, ops.attention_backward
 
     def project_context(self, context):
         """Cross-attention keys and values of a context, computed once and reused while decoding (no backward).
 
         context: (B, S, C_ctx) -> (k, v), each (B, Hkv, S, D)."""
         B, S, _ = context.shape
-        kv, _ = F.linear_forward(context, self.kv.weight.data, None if self.kv.bias is None else self.kv.bias.data)
+        kv, _ = ops.linear_forward(context, self.kv.weight.data, None if self.kv.bias is None else self.kv.bias.data)
         kv = kv.reshape(B, S, 2, self.n_kv_head, self.head_dim)
         return kv[:, :, 0].transpose(0, 2, 1, 3), kv[:, :, 1].transpose(0, 2, 1, 3)
 
@@ -109,8 +111,8 @@ class MultiHeadAttention(Module):
             v = qkv[:, :, H + Hkv:].transpose(0, 2, 1, 3)
         rope_caches = None
         if self.rope:
-            q, rq = F.rope_forward(q, positions, base=self.rope_base)
-            k, rk = F.rope_forward(k, positions, base=self.rope_base)
+            q, rq = ops.rope_forward(q, positions, base=self.rope_base)
+            k, rk = ops.rope_forward(k, positions, base=self.rope_base)
             rope_caches = (rq, rk)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
@@ -129,8 +131,8 @@ class MultiHeadAttention(Module):
         _, bwd = self._kernel()
         dq, dk, dv = bwd(dout, attn_cache)
         if rope_caches is not None:
-            dq = F.rope_backward(dq, rope_caches[0])
-            dk = F.rope_backward(dk, rope_caches[1])
+            dq = ops.rope_backward(dq, rope_caches[0])
+            dk = ops.rope_backward(dk, rope_caches[1])
         self._cache = None
         xp = backend.array_module(dq)
         if self.cross:

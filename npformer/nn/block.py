@@ -19,6 +19,8 @@ PLACEMENTS = ("pre", "post")
 
 
 class TransformerBlock(Module):
+    caches = ("_cache_inputs",)  # what forward keeps for backward (Module.drop_caches)
+
     def __init__(self, dim: int, n_head: int, n_kv_head: int | None = None, ffn_hidden: int | None = None,
                  ffn_kind: str = "gelu", norm: str = "layernorm", placement: str = "pre", bias: bool = True,
                  dropout: float = 0.0, causal: bool = False, rope: bool = False, rope_base: float = 10000.0,

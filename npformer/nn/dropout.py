@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .. import functional as F
+from ..kernels import ops
 from .module import Module
 
 
@@ -17,6 +17,8 @@ class Dropout(Module):
     (checkpoints resume exactly), and a forward can be replayed with the same mask (activation recomputation sets
     ``replay_last()`` before running a block's forward again).
     """
+
+    caches = ("_cache",)  # what forward keeps for backward (Module.drop_caches)
 
     def __init__(self, p: float = 0.0, seed: int = 0):
         if not 0.0 <= p < 1.0:
@@ -39,12 +41,12 @@ class Dropout(Module):
         if not self._replay:
             self._last_seed = int(self.seeds.integers(0, 2**62))
         self._replay = False
-        y, self._cache = F.dropout_forward(x, self.p, backend.Generator(self._last_seed))
+        y, self._cache = ops.dropout_forward(x, self.p, backend.Generator(self._last_seed))
         return y
 
     def backward(self, dy):
         if self._cache is None:
             return dy
-        dx = F.dropout_backward(dy, self._cache)
+        dx = ops.dropout_backward(dy, self._cache)
         self._cache = None
         return dx

@@ -7,7 +7,7 @@ kind "swiglu":         y = (silu(x @ w_gate) * (x @ w_up)) @ w_proj        (gate
 from __future__ import annotations
 
 from .. import backend
-from .. import functional as F
+from ..kernels import ops
 from .linear import Linear
 from .module import Module
 
@@ -15,6 +15,8 @@ FFN_KINDS = ("relu", "gelu", "swiglu")
 
 
 class FeedForward(Module):
+    caches = ("_cache_act",)  # what forward keeps for backward (Module.drop_caches)
+
     def __init__(self, dim: int, hidden: int, kind: str = "gelu", bias: bool = True, proj_std: float = 0.02,
                  rng=None, gelu_approximate: str = "tanh"):
         if kind not in FFN_KINDS:
@@ -30,21 +32,21 @@ class FeedForward(Module):
     def forward(self, x):
         h = self.fc.forward(x)  # (B, T, F) or (B, T, 2F)
         if self.kind == "relu":
-            a, self._cache_act = F.relu_forward(h)
+            a, self._cache_act = ops.relu_forward(h)
         elif self.kind == "gelu":
-            a, self._cache_act = F.gelu_forward(h, approximate=self.gelu_approximate)
+            a, self._cache_act = ops.gelu_forward(h, approximate=self.gelu_approximate)
         else:
-            a, self._cache_act = F.swiglu_forward(h[..., : self.hidden], h[..., self.hidden:])
+            a, self._cache_act = ops.swiglu_forward(h[..., : self.hidden], h[..., self.hidden:])
         return self.proj.forward(a)
 
     def backward(self, dy):
         da = self.proj.backward(dy)
         if self.kind == "relu":
-            dh = F.relu_backward(da, self._cache_act)
+            dh = ops.relu_backward(da, self._cache_act)
         elif self.kind == "gelu":
-            dh = F.gelu_backward(da, self._cache_act)
+            dh = ops.gelu_backward(da, self._cache_act)
         else:
-            dgate, dup = F.swiglu_backward(da, self._cache_act)
+            dgate, dup = ops.swiglu_backward(da, self._cache_act)
             xp = backend.array_module(dgate)
             dh = xp.concatenate([dgate, dup], axis=-1)
         self._cache_act = None

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from .. import backend
-from .. import functional as F
+from ..kernels import ops
 from . import init
 from .module import Module, Parameter
 
@@ -14,6 +13,8 @@ class Linear(Module):
     w is stored (C_in, C_out) (llm.c stores it transposed) so the forward is one plain x @ w.
     """
 
+    caches = ("_cache",)
+
     def __init__(self, c_in: int, c_out: int, bias: bool = True, std: float = 0.02, rng=None):
         rng = init.as_rng(rng)
         self.weight = Parameter(init.normal(rng, (c_in, c_out), std))
@@ -21,11 +22,11 @@ class Linear(Module):
         self._cache = None
 
     def forward(self, x):
-        y, self._cache = F.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        y, self._cache = ops.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
         return y
 
     def backward(self, dy):
-        dx, dw, db = F.linear_backward(dy, self._cache)
+        dx, dw, db = ops.linear_backward(dy, self._cache)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -36,19 +37,19 @@ class Linear(Module):
 class Embedding(Module):
     """A lookup table.  ids: integer (...) -> y: (..., C).  weight: (V, C)."""
 
+    caches = ("_cache",)
+
     def __init__(self, vocab_size: int, dim: int, std: float = 0.02, rng=None):
         rng = init.as_rng(rng)
         self.weight = Parameter(init.normal(rng, (vocab_size, dim), std), no_decay=False)
-        self._ids = None
+        self._cache = None
 
     def forward(self, ids):
-        y, _ = F.embedding_forward(ids, self.weight.data)  # validates ids (integer, in range)
-        self._ids = ids
+        y, self._cache = ops.embedding_forward(ids, self.weight.data)  # validates ids (integer, in range)
         return y
 
     def backward(self, dy) -> None:
-        # embedding_backward would build a dense (V, C) array only to add it to .grad; scattering the rows of dy
-        # straight into .grad is the same sum (repeated ids accumulate) without the (V, C) temporary.
-        backend.scatter_add(self.weight.grad, self._ids, dy)
-        self._ids = None
+        # the rows of dy are scattered straight into .grad (repeated ids accumulate): no (V, C) temporary
+        ops.embedding_backward(dy, self._cache, dtable=self.weight.grad)
+        self._cache = None
         return None

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from .. import backend
-from ..checkpoint import state_mismatches
+from ..state import state_mismatches
 
 
 class Parameter:
@@ -52,9 +52,15 @@ class Parameter:
 
 
 class Module:
-    """Base class: parameter discovery, gradients zeroing, state dicts, train/eval mode."""
+    """Base class: parameter discovery, gradients zeroing, state dicts, train/eval mode.
+
+    A subclass declares in ``caches`` the attributes where its forward keeps what its backward needs; those are
+    what ``drop_caches`` forgets and what a data-parallel replica does not copy. Nothing else a module holds
+    between calls may depend on the last forward's input.
+    """
 
     training: bool = True
+    caches: tuple[str, ...] = ()  # attribute names: what the last forward saved for backward
 
     # -- discovery ------------------------------------------------------------------------------------------
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
@@ -141,12 +147,11 @@ class Module:
             p.zero_grad()
 
     def drop_caches(self) -> None:
-        """Forget what the last forward saved for backward (every attribute named ``_cache...``), in this module
-        and all below it: activation recomputation calls this right after a forward."""
+        """Forget what the last forward saved for backward (every attribute its class declares in ``caches``), in
+        this module and all below it: activation recomputation calls this right after a forward."""
         for m in self.modules():
-            for attr in list(vars(m)):
-                if attr.startswith("_cache"):
-                    setattr(m, attr, None)
+            for attr in m.caches:
+                setattr(m, attr, None)
 
     def train(self, mode: bool = True) -> "Module":
         for m in self.modules():

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from .. import backend
-from .. import functional as F
+from ..kernels import ops
 from . import init
 from .module import Module, Parameter
 
 
 class LayerNorm(Module):
     """y = (x - mean) / sqrt(var + eps) * w + b (b absent when bias=False)."""
+
+    caches = ("_cache",)
 
     def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True):
         self.weight = Parameter(init.ones((dim,)))
@@ -20,7 +22,7 @@ class LayerNorm(Module):
 
     def forward(self, x):
         b = self.bias.data if self.bias is not None else self._zeros_like_weight()
-        y, self._cache = F.layernorm_forward(x, self.weight.data, b, self.eps)
+        y, self._cache = ops.layernorm_forward(x, self.weight.data, b, self.eps)
         return y
 
     def _zeros_like_weight(self):
@@ -30,7 +32,7 @@ class LayerNorm(Module):
         return self._zero_bias
 
     def backward(self, dy):
-        dx, dw, db = F.layernorm_backward(dy, self._cache)
+        dx, dw, db = ops.layernorm_backward(dy, self._cache)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -41,17 +43,19 @@ class LayerNorm(Module):
 class RMSNorm(Module):
     """y = x / sqrt(mean(x^2) + eps) * w."""
 
+    caches = ("_cache",)
+
     def __init__(self, dim: int, eps: float = 1e-6):
         self.weight = Parameter(init.ones((dim,)))
         self.eps = eps
         self._cache = None
 
     def forward(self, x):
-        y, self._cache = F.rmsnorm_forward(x, self.weight.data, self.eps)
+        y, self._cache = ops.rmsnorm_forward(x, self.weight.data, self.eps)
         return y
 
     def backward(self, dy):
-        dx, dw = F.rmsnorm_backward(dy, self._cache)
+        dx, dw = ops.rmsnorm_backward(dy, self._cache)
         self.weight.grad += dw
         self._cache = None
         return dx

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import functional as F
+from ..kernels import ops
 
 
 class SinusoidalTable:
@@ -17,5 +17,5 @@ class SinusoidalTable:
         """Positions start..stop-1 -> (stop - start, C) in ``dtype`` on the active backend."""
         t = self._table
         if t is None or t.shape[0] < stop or t.dtype != dtype:
-            self._table = F.sinusoidal_positions(max(stop, self.min_len), self.dim, dtype=dtype)
+            self._table = ops.sinusoidal_positions(max(stop, self.min_len), self.dim, dtype=dtype)
         return self._table[start:stop]

@@ -31,89 +31,22 @@ is deterministic.
 from __future__ import annotations
 
 import copy
-import sys
-import warnings
 from concurrent.futures import wait
 
 import numpy as np
 
-from . import backend
-from .blas import blas_threads
-from .nn.dropout import Dropout
-
-PARALLEL_MODES = ("auto", "threads", "processes")
-
-
-def data_parallel(model, workers: int | None = None, mode: str = "auto"):
-    """The runner for ``model``: ``DataParallel`` (threads) or ``ProcessDataParallel`` (processes).
-
-    workers: None for ``default_workers()``; 1 gives a DataParallel that runs the model itself, unchanged.
-    mode: "threads", "processes", or "auto": processes on Linux, else threads (macOS lists fork too, but its
-        Accelerate BLAS does not survive one, and there is no /proc to control BLAS threads with).
-    Processes are the faster at small sizes, where threads queue for the interpreter lock (2 cores, nanoGPT's
-    baby GPT: 35 against 42 ms per step); at large sizes the two are level.
-    """
-    if mode not in PARALLEL_MODES:
-        raise ValueError(f"data_parallel: mode must be one of {PARALLEL_MODES}, got {mode!r}")
-    workers = default_workers() if workers is None else int(workers)
-    if workers <= 1 or mode == "threads":
-        return DataParallel(model, workers)
-    from .parallel_processes import ProcessDataParallel, processes_available
-
-    if mode == "auto" and not (sys.platform.startswith("linux") and processes_available()):
-        return DataParallel(model, workers)
-    return ProcessDataParallel(model, workers)
-
-
-def warn_if_blas_uncontrolled(where: str) -> None:
-    """Replicas each want one BLAS thread; say so once if this process's BLAS cannot be told (npformer.blas)."""
-    from .blas import get_blas_threads
-
-    if get_blas_threads() is None:
-        warnings.warn(f"{where}: the thread count of this NumPy's BLAS cannot be set from here, so every replica's "
-                      "products may use every core at once (slower, still correct); set OPENBLAS_NUM_THREADS=1 "
-                      "(or your BLAS's equivalent) before starting Python", RuntimeWarning, stacklevel=3)
-
-
-def default_workers() -> int:
-    """One worker per CPU this process may run on (NumPy backend); 1 on a GPU backend."""
-    return backend.usable_cpus() if backend.get_backend() == "numpy" else 1
-
-
-def _add_into(total, part) -> None:
-    total += part
-
-
-def _check_batch(where: str, idx, targets) -> None:
-    if getattr(idx, "ndim", 0) < 1 or getattr(targets, "shape", None) != idx.shape:
-        raise ValueError(f"{where}: idx {getattr(idx, 'shape', None)} and targets "
-                         f"{getattr(targets, 'shape', None)} must have the same shape (B, ...)")
-    if idx.shape[0] < 1:
-        raise ValueError(f"{where}: the batch is empty (idx {idx.shape}); there is nothing to split")
-
-
-def _weighted_mean(losses, shares):
-    """sum_k shares[k] * losses[k] as a 0-d array of the losses' dtype: the batch's mean loss."""
-    total = losses[0] * shares[0]
-    for loss, share in zip(losses[1:], shares[1:]):
-        total = total + loss * share
-    return np.asarray(total, dtype=losses[0].dtype)
-
-
-def _shares(targets, chunks, ignore_index: int) -> list[float]:
-    """n_k / N for each chunk: its kept targets over the batch's. Each chunk's loss is a mean over its own kept
-    positions, so this is the weight that makes the chunks' weighted sum the batch's mean (all ignored: by rows)."""
-    kept = [int((targets[a:b] != ignore_index).sum()) for a, b in chunks]
-    total = sum(kept)
-    return [k / total for k in kept] if total else [(b - a) / targets.shape[0] for a, b in chunks]
-
-
-def _chunks(B: int, workers: int) -> list[tuple[int, int]]:
-    """[(start, stop)]: B rows cut into min(workers, B) contiguous chunks whose sizes differ by at most one."""
-    n = min(workers, B)
-    sizes = [B // n + (1 if k < B % n else 0) for k in range(n)]
-    bounds = np.cumsum([0] + sizes)
-    return [(int(bounds[k]), int(bounds[k + 1])) for k in range(n)]
+from .. import backend
+from ..kernels.cpu import blas_threads, blockwise, single_threaded
+from ..nn.dropout import Dropout
+from .split import (
+    add_into,
+    batch_chunks,
+    check_batch,
+    chunk_shares,
+    default_workers,
+    warn_if_blas_uncontrolled,
+    weighted_mean,
+)
 
 
 class DataParallel:
@@ -155,7 +88,7 @@ class DataParallel:
         """A copy of ``model`` sharing its parameter data, with no caches (gradients: see ``_link``)."""
         memo = {id(p.data): p.data for p in model.parameters()}  # deepcopy hands these back: shared, not copied
         for m in model.modules():  # caches are per replica and refilled by its next forward: do not copy them
-            memo.update({id(v): None for k, v in vars(m).items() if k.startswith("_cache") and v is not None})
+            memo.update({id(v): None for v in (getattr(m, name, None) for name in m.caches) if v is not None})
         # gradients too: the replica's come from _link; a copy of the model's would only hold memory
         memo.update({id(p.grad): None for p in model.parameters()})
         if getattr(model, "_flat_grads", None) is not None:
@@ -216,7 +149,7 @@ class DataParallel:
         pairs = link["pairs"]
         if (flat is not None and len(flat[0]) == len(pairs) and all(p is f for (p, _), f in zip(pairs, flat[0]))
                 and all(p.grad.base is flat[1] and q.grad.base is link["grads"] for p, q in pairs)):
-            backend.blockwise(_add_into, flat[1], link["grads"])
+            blockwise(add_into, flat[1], link["grads"])
         else:
             for p, q in pairs:
                 p.grad += q.grad
@@ -231,7 +164,7 @@ class DataParallel:
             self._pool = ThreadPoolExecutor(max_workers=self.workers - 1, thread_name_prefix="npformer-dp")
 
         def single(job):
-            with backend.single_threaded():
+            with single_threaded():
                 return job()
 
         with blas_threads(1):
@@ -246,8 +179,8 @@ class DataParallel:
     def loss(self, idx, targets, ignore_index: int = -100):
         """idx, targets: (B, T) -> the mean loss over the batch's kept targets (0-d array), as ``model.loss``."""
         self._pending = []  # a loss that fails leaves nothing for backward to use
-        _check_batch("DataParallel", idx, targets)
-        chunks = _chunks(idx.shape[0], self.workers)
+        check_batch("DataParallel", idx, targets)
+        chunks = batch_chunks(idx.shape[0], self.workers)
         extra = {} if ignore_index == -100 else {"ignore_index": ignore_index}  # models without the keyword
         if len(chunks) == 1:
             loss = self.model.loss(idx, targets, **extra)
@@ -256,11 +189,11 @@ class DataParallel:
         replicas = self.replicas[:len(chunks)]
         for link in self._links[:len(chunks) - 1]:
             self._sync(link)
-        shares = _shares(targets, chunks, ignore_index)
+        shares = chunk_shares(targets, chunks, ignore_index)
         losses = self._run([lambda r=r, a=a, b=b: r.loss(idx[a:b], targets[a:b], **extra)
                             for r, (a, b) in zip(replicas, chunks)])
         self._pending = list(zip(replicas, shares))
-        return _weighted_mean(losses, shares)
+        return weighted_mean(losses, shares)
 
     def backward(self, dloss: float = 1.0) -> None:
         """Add d(dloss * loss)/d(param) into every parameter's .grad of the model, as ``model.backward``."""

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..state import state_mismatches
+
 FORMAT = "npformer-checkpoint"
 FORMAT_VERSION = 1
 PARAM_PREFIX = "param/"
@@ -54,28 +56,6 @@ class Checkpoint:
 # ---------------------------------------------------------------------------------------------------------------
 # checking a state against what is expected
 # ---------------------------------------------------------------------------------------------------------------
-def state_mismatches(expected: dict, state: dict) -> list[str]:
-    """Every way ``state`` ({name: array}) differs from ``expected`` ({name: (shape, dtype)}): missing and
-    unexpected names, wrong shapes, wrong dtypes. An empty list means it fits."""
-    problems = []
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing:
-        problems.append(f"missing: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected: {', '.join(unexpected)}")
-    for name in sorted(set(expected) & set(state)):
-        shape, dtype = expected[name]
-        value = state[name]
-        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-            problems.append(f"{name}: a {type(value).__name__} in the state, not an array")
-        elif tuple(value.shape) != tuple(shape):
-            problems.append(f"{name}: shape {tuple(value.shape)} in the state, {tuple(shape)} expected")
-        elif np.dtype(value.dtype) != np.dtype(dtype):
-            problems.append(f"{name}: dtype {np.dtype(value.dtype)} in the state, {np.dtype(dtype)} expected")
-    return problems
-
-
 def check_state_against(expected: dict, state: dict, where: str = "state") -> None:
     """Raise CheckpointError listing everything in ``state`` that does not fit ``expected`` ({name: (shape,
     dtype)}), all in one message. (``Module.load_state_dict`` runs the same check on a model.)"""

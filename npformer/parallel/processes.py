@@ -36,17 +36,17 @@ import weakref
 
 import numpy as np
 
-from . import backend
-from .blas import blas_threads, set_blas_threads
-from .nn.dropout import Dropout
-from .parallel import (
-    _add_into,
-    _check_batch,
-    _chunks,
-    _shares,
-    _weighted_mean,
+from .. import backend
+from ..kernels.cpu import blas_threads, blockwise, set_blas_threads, single_threaded
+from ..nn.dropout import Dropout
+from .split import (
+    add_into,
+    batch_chunks,
+    check_batch,
+    chunk_shares,
     default_workers,
     warn_if_blas_uncontrolled,
+    weighted_mean,
 )
 
 _WORKER_ERRORS = {"ValueError": ValueError, "TypeError": TypeError}  # raised as themselves in the main process
@@ -228,7 +228,7 @@ class ProcessDataParallel:
 
     def _local(self, job):
         """Run the main process's own chunk with one BLAS thread and no helper threads, like the workers."""
-        with blas_threads(1), backend.single_threaded():
+        with blas_threads(1), single_threaded():
             return job()
 
     def _command(self, command: str, args: list, job) -> list:
@@ -274,9 +274,9 @@ class ProcessDataParallel:
     def loss(self, idx, targets, ignore_index: int = -100):
         """idx, targets: (B, T) -> the mean loss over the batch's kept targets (0-d array), as ``model.loss``."""
         self._pending = []  # a loss that fails leaves nothing for backward to use
-        _check_batch("ProcessDataParallel", idx, targets)
+        check_batch("ProcessDataParallel", idx, targets)
         extra = {} if ignore_index == -100 else {"ignore_index": ignore_index}
-        chunks = _chunks(idx.shape[0], self.workers)
+        chunks = batch_chunks(idx.shape[0], self.workers)
         if len(chunks) == 1:
             loss = self.model.loss(idx, targets, **extra)
             self._pending = [1.0]
@@ -292,9 +292,9 @@ class ProcessDataParallel:
             args.append((idx[a:b], targets[a:b], extra, training, seeds))
         a, b = chunks[0]
         losses = self._command("loss", args, lambda: self.model.loss(idx[a:b], targets[a:b], **extra))
-        shares = _shares(targets, chunks, ignore_index)
+        shares = chunk_shares(targets, chunks, ignore_index)
         self._pending = shares
-        return _weighted_mean(losses, shares)
+        return weighted_mean(losses, shares)
 
     def backward(self, dloss: float = 1.0) -> None:
         """Add d(dloss * loss)/d(param) into every parameter's .grad of the model, as ``model.backward``."""
@@ -313,7 +313,7 @@ class ProcessDataParallel:
         flat = getattr(self.model, "_flat_grads", None)
         if flat is not None and all(p is q for p, q in zip(flat[0], self._order)) and \
                 all(p.grad.base is flat[1] for p in self._order) and flat[1].size == buffer.size:
-            backend.blockwise(_add_into, flat[1], buffer)
+            blockwise(add_into, flat[1], buffer)
             return
         offset = 0
         for p in self._order:

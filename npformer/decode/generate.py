@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from . import backend
+from .. import backend
 from .kv_cache import make_kv_caches
 
 

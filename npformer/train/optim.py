@@ -14,9 +14,9 @@ groups: decay for matrices, none for biases and norm weights)::
         norm = clip_grad_norm(model.parameters(), 1.0)   # the one host sync of the step
         opt.step()
 
-Updates happen in place, with ``out=`` ufuncs (SGD: one shared scratch buffer per (backend, dtype); AdamW: cache-sized
-blocks through ``backend.blockwise``, so a step makes no parameter-sized temporaries); moments are kept in the
-parameter's dtype and every scalar is a Python float, so float32 parameters stay float32. After
+Updates happen in place (SGD: ``out=`` ufuncs through one shared scratch buffer per (backend, dtype); AdamW: through
+the kernel dispatch, whose fast tier works in cache-sized blocks and makes no parameter-sized temporaries); moments are
+kept in the parameter's dtype and every scalar is a Python float, so float32 parameters stay float32. After
 ``model.flatten_parameters()`` each parameter group is one buffer and AdamW, ``grad_norm`` and ``clip_grad_norm``
 work on it in a few whole-buffer passes instead of a loop over dozens of small arrays (GPT models are flat from
 the start). The same code runs on NumPy and CuPy (the module comes from each parameter's array). Create the
@@ -33,7 +33,9 @@ import math
 
 import numpy as np
 
-from . import backend
+from .. import backend
+from ..kernels import ops
+from ..state import state_mismatches
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,7 +296,6 @@ class Optimizer:
         """Restore step count, group hyperparameters and buffers from ``state_dict()`` output (as torch does,
         the saved hyperparameters replace the current ones). Checks the kind, the groups, and every buffer's
         presence, shape and dtype, and raises one ValueError listing everything that does not fit."""
-        from .checkpoint import state_mismatches  # the shared "what does not fit" lister
 
         name = type(self).__name__
         problems = []
@@ -414,7 +415,6 @@ def _any_group_has(params, key: str) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # AdamW
 # ---------------------------------------------------------------------------------------------------------------
-ADAMW_PARALLEL_MIN = 1 << 18  # elements from which AdamW's update runs on several threads (see blockwise)
 
 
 class AdamW(Optimizer):
@@ -445,40 +445,15 @@ class AdamW(Optimizer):
         h["betas"] = (float(betas[0]), float(betas[1]))
 
     def _update_group(self, group: dict, flat) -> None:
-        lr, wd, eps = float(group["lr"]), float(group["weight_decay"]), float(group["eps"])
         b1, b2 = group["betas"]
-        t = self.step_count
-        step_size = lr / (1.0 - b1**t)  # lr / bias_correction1
-        inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - b2**t)  # 1 / sqrt(bias_correction2)
-
-        def update(p, g, m, v):  # in place, on a block of rows of one parameter (or of the flat group)
-            xp = backend.array_module(p)
-            s = xp.empty_like(g)  # one block-sized scratch
-            if wd != 0.0:
-                p *= 1.0 - lr * wd  # p = p - lr * wd * p
-            m *= b1  # m = b1 * m + (1 - b1) * g
-            xp.multiply(g, 1.0 - b1, out=s)
-            m += s
-            v *= b2  # v = b2 * v + (1 - b2) * g^2
-            xp.multiply(g, g, out=s)
-            s *= 1.0 - b2
-            v += s
-            xp.sqrt(v, out=s)  # denom = sqrt(v) / sqrt(bc2) + eps
-            s *= inv_bc2_sqrt
-            s += eps
-            xp.divide(m, s, out=s)  # p = p - step_size * m / denom
-            s *= -step_size
-            p += s
-
-        # 14 passes over 4 arrays per element: two threads pay off from 256K elements (0.8M: 2.6 -> 1.8 ms)
-        if flat is not None:  # the whole group is one buffer: a few passes over it, block by block
-            backend.blockwise(update, flat["param"], flat["grad"], flat["exp_avg"], flat["exp_avg_sq"],
-                              parallel_min=ADAMW_PARALLEL_MIN)
+        hyper = dict(lr=float(group["lr"]), beta1=b1, beta2=b2, eps=float(group["eps"]),
+                     weight_decay=float(group["weight_decay"]), step=self.step_count)
+        if flat is not None:  # the whole group is one buffer: one update over it
+            ops.adamw_update(flat["param"], flat["grad"], flat["exp_avg"], flat["exp_avg_sq"], **hyper)
             return
         for pname, p in zip(group["names"], group["params"]):
             state = self.state[pname]
-            backend.blockwise(update, p.data, p.grad, state["exp_avg"], state["exp_avg_sq"],
-                              parallel_min=ADAMW_PARALLEL_MIN)
+            ops.adamw_update(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], **hyper)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backend
+from .. import backend
+from ..data import BatchSampler
+from ..nn import Dropout
+from ..parallel import PARALLEL_MODES, data_parallel, default_workers
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import BatchSampler
-from .nn import Dropout
 from .optim import AdamW, clip_grad_norm, param_groups
-from .parallel import PARALLEL_MODES, data_parallel, default_workers
 from .schedules import constant, warmup_cosine
 
 

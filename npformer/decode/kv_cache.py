@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
+from .. import backend
 
 
 class KVCache:

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from .. import backend
 
 
 class DecoderCache:

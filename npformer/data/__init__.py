@@ -1,0 +1,8 @@
+"""Data: tokenizers, the train/validation split and batch sampling, corpora, and toy tasks for the examples."""
+
+from .batches import BatchSampler, train_val_split
+from .corpora import stdlib_corpus
+from .tokenizers import ByteTokenizer, CharTokenizer, tokenizer_from_dict
+
+__all__ = ["BatchSampler", "ByteTokenizer", "CharTokenizer", "stdlib_corpus", "tokenizer_from_dict",
+           "train_val_split"]
