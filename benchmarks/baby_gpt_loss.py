@@ -47,10 +47,11 @@ def whole_split_windows(val_ids):
 def run_npformer(train_ids, val_ids, vocab: int, seed: int, bias: bool) -> tuple[float, float, float, float]:
     from npformer import backend
     from npformer.data import BatchSampler
+    from npformer.kernels.cpu import keep_host_memory
     from npformer.models import GPT, GPTConfig
-    from npformer.trainer import TrainConfig, Trainer
+    from npformer.train.trainer import TrainConfig, Trainer
 
-    backend.keep_host_memory()
+    keep_host_memory()
     model = GPT(GPTConfig(vocab_size=vocab, block_size=T, n_layer=L, n_head=H, n_embd=C, dropout=0.0, bias=bias,
                           seed=seed))
     cfg = TrainConfig(max_iters=ITERS, batch_size=B, learning_rate=LR, min_lr=MIN_LR, warmup_iters=WARMUP,
@@ -170,8 +171,8 @@ def main() -> None:
     ap.add_argument("--data", help="text file (default: tinyshakespeare from ../shared/data when it is there)")
     args = ap.parse_args()
 
-    from npformer.corpora import stdlib_corpus
     from npformer.data import CharTokenizer, train_val_split
+    from npformer.data.corpora import stdlib_corpus
 
     path = args.data or (SHAKESPEARE if os.path.exists(SHAKESPEARE) else None)
     if path:

@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import npformer  # noqa: E402
-from npformer.generate import generate  # noqa: E402
-from npformer.kv_cache import KVCache, kv_cache_nbytes, make_kv_caches  # noqa: E402
+from npformer.decode.generate import generate  # noqa: E402
+from npformer.decode.kv_cache import KVCache, kv_cache_nbytes, make_kv_caches  # noqa: E402
 from npformer.models import GPT, GPTConfig  # noqa: E402
 
 SHAKESPEARE_CHAR = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)

@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--blas-threads", type=int, default=1,
                     help="BLAS threads (1: CPU time then measures work, robust to other processes on the machine)")
     ap.add_argument("--release-memory", action="store_true",
-                    help="skip backend.keep_host_memory() (freed memory goes back to the OS: page faults each step)")
+                    help="skip keep_host_memory() (freed memory goes back to the OS: page faults each step)")
     ap.add_argument("--wall", action="store_true", help="profile wall-clock time instead of this process's CPU time")
     args = ap.parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.blas_threads)
@@ -37,11 +37,12 @@ def main() -> None:
     import numpy as np
 
     from npformer import backend
+    from npformer.kernels.cpu import keep_host_memory
     from npformer.models import GPT, GPTConfig
-    from npformer.optim import AdamW, clip_grad_norm, param_groups
+    from npformer.train.optim import AdamW, clip_grad_norm, param_groups
 
     if not args.release_memory:
-        backend.keep_host_memory()
+        keep_host_memory()
     cfg = dict(CONFIGS[args.config])
     B = cfg.pop("batch_size")
     model = GPT(GPTConfig(**cfg, loss_chunk=args.loss_chunk, attn_impl=args.attn_impl))

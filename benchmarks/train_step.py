@@ -14,8 +14,8 @@ machine's own float32 matrix-product rate measured here with NumPy.
     python benchmarks/train_step.py --workers 1      # npformer without data parallelism only
     python benchmarks/train_step.py --parallel threads   # workers as threads (default: processes where possible)
 
-npformer's child calls backend.keep_host_memory() first (freed blocks stay in the process for reuse: no page
-faults per step); torch's child runs as torch does by default.
+npformer's child calls npformer.kernels.cpu.keep_host_memory() first (freed blocks stay in the process for reuse:
+no page faults per step); torch's child runs as torch does by default.
 """
 
 from __future__ import annotations
@@ -79,12 +79,13 @@ def measure_npformer(cfg: dict, steps: int, warmup: int, backend_name: str, opti
 
     import npformer
     from npformer import backend
+    from npformer.kernels.cpu import keep_host_memory
     from npformer.models import GPT, GPTConfig
-    from npformer.optim import AdamW, clip_grad_norm, param_groups
     from npformer.parallel import data_parallel
+    from npformer.train.optim import AdamW, clip_grad_norm, param_groups
 
     npformer.set_backend(backend_name)
-    backend.keep_host_memory()  # reuse freed activations instead of faulting fresh pages in every step
+    keep_host_memory()  # reuse freed activations instead of faulting fresh pages in every step
     base = rss_kib("VmRSS")
     model_cfg = {k: v for k, v in cfg.items() if k != "batch_size"}
     model = GPT(GPTConfig(**model_cfg, **options))

@@ -20,10 +20,10 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout as-is
 
 import npformer  # noqa: E402
-from npformer.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from npformer.data import tokenizer_from_dict  # noqa: E402
-from npformer.generate import generate  # noqa: E402
+from npformer.decode.generate import generate  # noqa: E402
 from npformer.models import GPT, GPTConfig  # noqa: E402
+from npformer.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -24,12 +24,12 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout as-is
 
 import npformer  # noqa: E402
-from npformer.cli import add_dataclass_args, dataclass_from_args  # noqa: E402
-from npformer.corpora import stdlib_corpus  # noqa: E402
 from npformer.data import CharTokenizer, train_val_split  # noqa: E402
-from npformer.generate import generate  # noqa: E402
+from npformer.data.corpora import stdlib_corpus  # noqa: E402
+from npformer.decode.generate import generate  # noqa: E402
 from npformer.models import GPT, GPTConfig  # noqa: E402
-from npformer.trainer import TrainConfig, Trainer, TrainingDiverged  # noqa: E402
+from npformer.train.cli import add_dataclass_args, dataclass_from_args  # noqa: E402
+from npformer.train.trainer import TrainConfig, Trainer, TrainingDiverged  # noqa: E402
 
 # The baby GPT of nanoGPT's README (CPU overrides); 3000 steps take about 2 minutes on 2 cores.
 MODEL_DEFAULTS = dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=True)
@@ -58,7 +58,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     npformer.set_backend(args.backend)
-    npformer.backend.keep_host_memory()  # reuse freed activation memory instead of faulting it in every step
+    npformer.kernels.cpu.keep_host_memory()  # reuse freed activation memory instead of faulting it in every step
 
     if args.data:
         with open(args.data, encoding="utf-8") as f:

@@ -1,6 +1,6 @@
 """Train a Transformer encoder (BERT-style) to tell balanced bracket strings from unbalanced ones.
 
-The data is generated in code (npformer.tasks.BracketTask): "[CLS] ( ( ) ) ( )" is balanced (label 1),
+The data is generated in code (npformer.data.tasks.BracketTask): "[CLS] ( ( ) ) ( )" is balanced (label 1),
 "[CLS] ( ) ) ( ( )" is not (label 0). Most negatives have as many "(" as ")", so counting is not enough: the
 model has to notice a prefix that closes more than it opened. Strings have different lengths in one batch: the
 padding is masked out of attention (and out of the pooling with --pooling mean). With no arguments it reaches
@@ -28,11 +28,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import npformer  # noqa: E402
 from npformer import backend  # noqa: E402
-from npformer.cli import add_dataclass_args, dataclass_from_args  # noqa: E402
+from npformer.data.tasks import BracketTask  # noqa: E402
 from npformer.models import Encoder, EncoderConfig  # noqa: E402
-from npformer.optim import AdamW, clip_grad_norm, param_groups  # noqa: E402
-from npformer.schedules import warmup_cosine  # noqa: E402
-from npformer.tasks import BracketTask  # noqa: E402
+from npformer.train.cli import add_dataclass_args, dataclass_from_args  # noqa: E402
+from npformer.train.optim import AdamW, clip_grad_norm, param_groups  # noqa: E402
+from npformer.train.schedules import warmup_cosine  # noqa: E402
 
 MODEL_DEFAULTS = dict(n_layer=2, n_head=4, n_embd=64, ffn_hidden=128, dropout=0.0, pooling="first",
                       norm_placement="pre", positions="learned")

@@ -1,6 +1,6 @@
 """Train an encoder-decoder Transformer on a toy translation task, then translate held-out examples.
 
-The task is generated in code (npformer.tasks.Seq2SeqTask): by default, reverse a string of 1 to 10 digits
+The task is generated in code (npformer.data.tasks.Seq2SeqTask): by default, reverse a string of 1 to 10 digits
 ("3 1 4 1 5" -> "5 1 4 1 3"). Training batches are drawn fresh each step; the held-out set comes from another
 seed. With no arguments it reaches >= 99% exact match (greedy decoding) in a few minutes on 2 CPU cores.
 
@@ -27,12 +27,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import npformer  # noqa: E402
 from npformer import backend  # noqa: E402
-from npformer.beam import beam_search, greedy_decode  # noqa: E402
-from npformer.cli import add_dataclass_args, dataclass_from_args  # noqa: E402
+from npformer.data.tasks import BOS, EOS, SEQ2SEQ_KINDS, Seq2SeqTask, exact_match  # noqa: E402
+from npformer.decode.beam import beam_search, greedy_decode  # noqa: E402
 from npformer.models import EncoderDecoder, EncoderDecoderConfig  # noqa: E402
-from npformer.optim import AdamW, clip_grad_norm, param_groups  # noqa: E402
-from npformer.schedules import inverse_sqrt, warmup_cosine  # noqa: E402
-from npformer.tasks import BOS, EOS, SEQ2SEQ_KINDS, Seq2SeqTask, exact_match  # noqa: E402
+from npformer.train.cli import add_dataclass_args, dataclass_from_args  # noqa: E402
+from npformer.train.optim import AdamW, clip_grad_norm, param_groups  # noqa: E402
+from npformer.train.schedules import inverse_sqrt, warmup_cosine  # noqa: E402
 
 MODEL_DEFAULTS = dict(n_encoder_layer=2, n_decoder_layer=2, n_head=4, n_embd=64, ffn_hidden=128, dropout=0.0,
                       ffn_kind="gelu", norm_placement="pre", positions="learned")

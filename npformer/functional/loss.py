@@ -151,6 +151,7 @@ def lm_head_cross_entropy_forward(x, w, targets, ignore_index: int = -100, chunk
     here it is only checked: the reference holds the whole (N, V) logits.
     """
     check_lm_head_inputs(x, w, targets, chunk)
+    target_weights("lm_head_cross_entropy", targets.reshape(-1), w.shape[1], ignore_index, x.dtype)  # names this op
     logits, linear_cache = linear_forward(x, w)  # (..., V)
     loss, loss_cache = cross_entropy_forward(logits, targets, ignore_index=ignore_index)
     return loss, LMHeadLossCache(linear_cache, loss_cache)

@@ -1,5 +1,6 @@
-"""lm_head_cross_entropy: the chunked LM head + cross-entropy equals linear + cross_entropy (loss and both
-gradients), for any chunk size, with ignored targets; finite-difference gradients; dtypes; bad inputs."""
+"""lm_head_cross_entropy: the fast tier's chunked LM head + cross-entropy equals the reference (linear then
+cross_entropy: loss and both gradients) for any chunk size, with ignored targets; the reference's gradients match
+finite differences; dtypes; both tiers refuse bad inputs alike."""
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ from hypothesis import strategies as st
 from npformer import backend
 from npformer import functional as F
 from npformer.gradcheck import check_gradients
+from npformer.kernels import fused_loss as fast
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, normal_array, seeds, shapes
+from ..strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, normal_array, seeds, shapes
 
 IGNORE = -100
 
@@ -42,8 +44,8 @@ def plain(x, w, targets, dloss):
 @given(head_case())
 def test_equals_linear_then_cross_entropy(xp_backend, case):
     x, w, targets, chunk, dloss = (backend.asarray(a) if isinstance(a, np.ndarray) else a for a in case)
-    loss, cache = F.lm_head_cross_entropy_forward(x, w, targets, ignore_index=IGNORE, chunk=chunk)
-    dx, dw = F.lm_head_cross_entropy_backward(dloss, cache)
+    loss, cache = fast.lm_head_cross_entropy_forward(x, w, targets, ignore_index=IGNORE, chunk=chunk)
+    dx, dw = fast.lm_head_cross_entropy_backward(dloss, cache)
     ref_loss, ref_dx, ref_dw = plain(x, w, targets, dloss)
     rtol, atol = TOL[np.dtype(np.float64)]
     assert loss.shape == () and loss.dtype == np.float64
@@ -72,8 +74,8 @@ def test_dtype_preserved_and_float32_close_to_plain(xp_backend, dtype):
     x = backend.asarray(rng.standard_normal((3, 7, 16)).astype(dtype))
     w = backend.asarray((rng.standard_normal((16, 65)) * 0.3).astype(dtype))
     t = backend.asarray(rng.integers(0, 65, size=(3, 7)))
-    loss, cache = F.lm_head_cross_entropy_forward(x, w, t, chunk=5)
-    dx, dw = F.lm_head_cross_entropy_backward(np.float64(1.0), cache)  # a float64 dloss must not upcast
+    loss, cache = fast.lm_head_cross_entropy_forward(x, w, t, chunk=5)
+    dx, dw = fast.lm_head_cross_entropy_backward(np.float64(1.0), cache)  # a float64 dloss must not upcast
     assert loss.dtype == dx.dtype == dw.dtype == dtype
     ref_loss, ref_dx, ref_dw = plain(x, w, t, 1.0)
     rtol, atol = TOL[np.dtype(dtype)]
@@ -83,16 +85,16 @@ def test_dtype_preserved_and_float32_close_to_plain(xp_backend, dtype):
 
 def test_all_ignored_gives_zero_loss_and_gradients():
     x, w = np.ones((2, 3)), np.ones((3, 4))
-    loss, cache = F.lm_head_cross_entropy_forward(x, w, np.full((2,), IGNORE), chunk=1)
-    dx, dw = F.lm_head_cross_entropy_backward(1.0, cache)
+    loss, cache = fast.lm_head_cross_entropy_forward(x, w, np.full((2,), IGNORE), chunk=1)
+    dx, dw = fast.lm_head_cross_entropy_backward(1.0, cache)
     assert float(loss) == 0.0 and not dx.any() and not dw.any()
 
 
 def test_huge_logits_stay_finite():
     x = np.array([[1e4, -1e4]], dtype=np.float32)
     w = np.eye(2, dtype=np.float32)
-    loss, cache = F.lm_head_cross_entropy_forward(x, w, np.array([1]), chunk=1)
-    dx, dw = F.lm_head_cross_entropy_backward(1.0, cache)
+    loss, cache = fast.lm_head_cross_entropy_forward(x, w, np.array([1]), chunk=1)
+    dx, dw = fast.lm_head_cross_entropy_backward(1.0, cache)
     assert np.isfinite(float(loss)) and np.isfinite(dx).all() and np.isfinite(dw).all()
     assert float(loss) == pytest.approx(2e4, rel=1e-6)
 
@@ -106,6 +108,7 @@ def test_huge_logits_stay_finite():
     (np.ones((2, 3)), np.ones((3, 5), np.float32), np.zeros(2, int), 4, TypeError, "w is float32"),
     (np.ones((2, 3), int), np.ones((3, 5)), np.zeros(2, int), 4, TypeError, "x must be a float"),
 ])
-def test_bad_inputs(x, w, t, chunk, err, msg):
+@pytest.mark.parametrize("tier", [F, fast], ids=["reference", "fast"])
+def test_bad_inputs(tier, x, w, t, chunk, err, msg):
     with pytest.raises(err, match="^lm_head_cross_entropy: .*" + msg):
-        F.lm_head_cross_entropy_forward(x, w, t, chunk=chunk)
+        tier.lm_head_cross_entropy_forward(x, w, t, chunk=chunk)

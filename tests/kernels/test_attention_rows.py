@@ -1,11 +1,9 @@
-"""The plain attention kernel's fast paths (causal row blocks that skip unseen keys, contiguous copies, in-place
-blockwise softmax) against a straightforward dense reference, forward and backward, in float64 and float32.
+"""The fast tier's attention (causal row blocks that skip unseen keys, grouped heads without copies, in-place
+blockwise softmax) equals the reference tier's, forward and backward, in float64 and float32.
 
 The drawn sizes are tiny, so the row block is drawn tiny too (1 to 4 rows): every case runs through several
 blocks, including blocks whose rows see no key (causal with Tq > Tk).
 """
-
-import math
 
 import numpy as np
 import pytest
@@ -14,9 +12,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from npformer import backend
-from npformer.functional import attention as attn
+from npformer import functional as F
+from npformer.kernels import attention as attn
 
-from .strategies import TOL, normal_array, seeds
+from ..strategies import normal_array, seeds
+from .equality import assert_equal
 
 
 @st.composite
@@ -39,34 +39,16 @@ def cases(draw, max_t=9, max_d=4):
                 scale=draw(st.one_of(st.none(), st.floats(0.1, 2.0))))
 
 
-def dense_reference(q, k, v, dout, mask, causal, scale):
-    """out, dq, dk, dv in float64, the textbook way: kv heads repeated, the full (Tq, Tk) matrices, no tricks."""
-    B, H, Tq, D = q.shape
-    Tk, G = k.shape[2], H // k.shape[1]
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
-    kr, vr = np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)
-    allowed = np.ones((B, H, Tq, Tk), dtype=bool)
-    if mask is not None:
-        allowed &= np.broadcast_to(mask, allowed.shape)
-    if causal:
-        allowed &= np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq)
-    s = np.where(allowed, scale * q @ kr.swapaxes(-1, -2), -np.inf)
-    row_max = np.max(s, axis=-1, keepdims=True)
-    e = np.where(allowed, np.exp(s - np.where(np.isfinite(row_max), row_max, 0.0)), 0.0)
-    z = e.sum(axis=-1, keepdims=True)
-    p = e / np.where(z == 0.0, 1.0, z)
-    out = p @ vr
-    dp = dout @ vr.swapaxes(-1, -2)
-    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
-    dq = scale * ds @ kr
-    dk = (scale * ds.swapaxes(-1, -2) @ q).reshape(B, -1, G, Tk, D).sum(axis=2)
-    dv = (p.swapaxes(-1, -2) @ dout).reshape(B, -1, G, Tk, D).sum(axis=2)
-    return p, out, dq, dk, dv
+def reference(q, k, v, dout, mask, causal, scale):
+    """p, out, dq, dk, dv from the reference tier (npformer.functional.attention)."""
+    out, cache = F.attention_forward(q, k, v, mask=mask, causal=causal, scale=scale)
+    dq, dk, dv = F.attention_backward(dout, cache)
+    return cache.softmax.y, out, dq, dk, dv
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @given(case=cases(), block_rows=st.integers(1, 4), backward_rows=st.integers(1, 4))
-def test_row_blocks_match_dense_reference(xp_backend, monkeypatch, dtype, case, block_rows, backward_rows):
+def test_row_blocks_equal_reference(xp_backend, monkeypatch, dtype, case, block_rows, backward_rows):
     """Any row blocks, and different ones in the backward pass than in the forward (a forward in a single-threaded
     worker and a backward elsewhere): P is stored whole, so the blocks need not match."""
     monkeypatch.setattr(attn, "BLOCK_ROWS", block_rows)
@@ -81,14 +63,12 @@ def test_row_blocks_match_dense_reference(xp_backend, monkeypatch, dtype, case, 
     monkeypatch.setattr(attn, "BLOCK_ROWS", backward_rows)
     monkeypatch.setattr(attn, "BLOCK_ROWS_SINGLE_THREAD", backward_rows)
     dq, dk, dv = attn.attention_backward(backend.asarray(dout.astype(dtype)), cache)
-    p_ref, *expected = dense_reference(case["q"], case["k"], case["v"], dout, case["mask"], case["causal"],
-                                       case["scale"])
-    rtol, atol = TOL[np.dtype(dtype)]
+    # the reference on the same arrays, in the same dtype
+    p_ref, *expected = reference(views["q"], views["k"], views["v"], backend.asarray(dout.astype(dtype)), mask,
+                                 case["causal"], case["scale"])
     for name, got, want in zip(("p", "out", "dq", "dk", "dv"), (cache.p, out, dq, dk, dv), (p_ref, *expected)):
-        assert got.dtype == dtype, name
-        np.testing.assert_allclose(backend.to_numpy(got), want, rtol=rtol, atol=atol,
-                                   err_msg=f"{name}: q{case['q'].shape} k{case['k'].shape} causal="
-                                           f"{case['causal']} block_rows={block_rows}, {backward_rows}")
+        assert_equal(f"{name}: q{case['q'].shape} k{case['k'].shape} causal={case['causal']} block_rows="
+                     f"{block_rows}, {backward_rows}", got, want, dtype)
 
 
 def test_row_blocks_cover_rows_and_keys():

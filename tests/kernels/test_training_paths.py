@@ -1,8 +1,6 @@
-"""The fast paths behind the functional API: blockwise kernels (GELU, LayerNorm) equal the plain formulas for any
-block size and thread count; the fused LM-head loss gives the GPT the same loss and gradients; a float32
-training step produces float32 everywhere (activations, caches, loss, gradients, optimizer state)."""
-
-import math
+"""Training paths through the fast tier: the chunked LM head gives a GPT the loss and gradients of the plain head;
+a float32 training step produces float32 everywhere (activations, caches, loss, gradients, optimizer state); flat
+parameter buffers train exactly like separate ones."""
 
 import numpy as np
 import pytest
@@ -10,88 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npformer import backend
-from npformer import functional as F
 from npformer.models import GPT, GPTConfig
-from npformer.optim import AdamW, clip_grad_norm, param_groups
+from npformer.train.optim import AdamW, clip_grad_norm, param_groups
 
-from .strategies import TOL, normal_array, seeds, shapes
-
-K, CUBIC = math.sqrt(2.0 / math.pi), 0.044715
-
-
-@pytest.fixture(params=[(None, None), (7, 1), (7, 2), (64, 3)], ids=["default", "blocks1", "blocks2", "blocks3"])
-def blocking(request, monkeypatch):
-    """Run with the default blocking, and with tiny blocks on 1, 2 or 3 threads (every job then splits)."""
-    block, threads = request.param
-    if block is not None:
-        monkeypatch.setattr(backend, "BLOCK_ELEMENTS", block)
-        monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
-        monkeypatch.setenv("NPFORMER_NUM_THREADS", str(threads))
-    return request.param
-
-
-def gelu_tanh_plain(x):
-    return 0.5 * x * (1.0 + np.tanh(K * (x + CUBIC * x * x * x)))
-
-
-def gelu_tanh_grad_plain(x):
-    t = np.tanh(K * (x + CUBIC * x**3))
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K * (1.0 + 3.0 * CUBIC * x * x)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@given(shape=shapes(min_dims=1, max_dims=3, max_side=9), seed=seeds(), transpose=st.booleans())
-def test_gelu_tanh_equals_plain_formula(blocking, dtype, shape, seed, transpose):
-    x = normal_array(seed, shape, dtype, scale=2.0)
-    if transpose:
-        x = x.T  # non-contiguous input
-    dy = normal_array(seed + 1, x.shape, dtype)
-    y, cache = F.gelu_forward(backend.asarray(x))
-    dx = F.gelu_backward(backend.asarray(dy), cache)
-    assert y.dtype == dx.dtype == dtype and y.shape == dx.shape == x.shape
-    rtol, atol = TOL[np.dtype(dtype)]
-    np.testing.assert_allclose(backend.to_numpy(y), gelu_tanh_plain(x), rtol=rtol, atol=atol)
-    np.testing.assert_allclose(backend.to_numpy(dx), dy * gelu_tanh_grad_plain(x), rtol=rtol, atol=atol)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@given(shape=shapes(min_dims=1, max_dims=3, max_side=9), seed=seeds())
-def test_layernorm_equals_plain_formula(blocking, dtype, shape, seed):
-    x = normal_array(seed, shape, dtype, scale=3.0)
-    C = shape[-1]
-    w, b = normal_array(seed + 1, (C,), dtype), normal_array(seed + 2, (C,), dtype)
-    dy = normal_array(seed + 3, shape, dtype)
-    y, cache = F.layernorm_forward(backend.asarray(x), backend.asarray(w), backend.asarray(b))
-    dx, dw, db = F.layernorm_backward(backend.asarray(dy), cache)
-    # the plain formulas, whole arrays at once
-    mean = x.mean(axis=-1, keepdims=True)
-    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
-    xhat = (x - mean) * rstd
-    dxhat = dy * w
-    ref_dx = rstd * (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True))
-    rtol, atol = TOL[np.dtype(dtype)]
-    for got, ref in ((y, xhat * w + b), (dx, ref_dx), (dw, (dy * xhat).reshape(-1, C).sum(0)),
-                     (db, dy.reshape(-1, C).sum(0))):
-        assert got.dtype == dtype
-        np.testing.assert_allclose(backend.to_numpy(got), ref, rtol=rtol, atol=10 * atol)
-
-
-def test_blockwise_visits_every_row_once(monkeypatch):
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
-    monkeypatch.setenv("NPFORMER_NUM_THREADS", "3")
-    x = np.arange(101 * 3, dtype=np.float64).reshape(101, 3)
-    out = np.zeros_like(x)
-
-    def kernel(a, o):
-        o += a + 1.0
-
-    backend.blockwise(kernel, x, out, block_elements=10)
-    np.testing.assert_array_equal(out, x + 1.0)
-
-
-def test_keep_host_memory_is_idempotent():
-    first = backend.keep_host_memory()
-    assert isinstance(first, bool) and backend.keep_host_memory() == first
+from ..strategies import seeds
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -140,7 +60,7 @@ def test_float32_training_step_stays_float32(options):
     assert model.forward(idx).dtype == np.float32
     loss = model.loss(idx, tgt)
     assert loss.dtype == np.float32
-    caches = [value for m in model.modules() for name, value in vars(m).items() if name.startswith("_cache")]
+    caches = [getattr(m, name) for m in model.modules() for name in m.caches]
     assert model._cache_loss is not None  # the loss's own cache is among them
     found = list(_float_arrays(caches))
     assert found, "the forward left no float arrays in any cache"
@@ -161,7 +81,7 @@ def test_flat_parameters_train_exactly_like_separate_ones(when, seed, clip):
     """flatten_parameters changes where parameters live, not what a step computes: AdamW on the flat buffers
     (a few whole-group passes) gives bit-identical parameters and optimizer state; grad_norm over one buffer is
     one dot product instead of a sum of dots, so when clipping scales the gradients they agree to rounding."""
-    from npformer.optim import grad_norm
+    from npformer.train.optim import grad_norm
 
     rng = np.random.default_rng(seed)
     idx, tgt = rng.integers(0, 11, size=(2, 5)), rng.integers(0, 11, size=(2, 5))
