@@ -13,6 +13,11 @@ machine's own float32 matrix-product rate measured here with NumPy.
     python benchmarks/train_step.py --configs shakespeare_char --recompute   # + a line with recomputation
     python benchmarks/train_step.py --workers 1      # npformer without data parallelism only
     python benchmarks/train_step.py --parallel threads   # workers as threads (default: processes where possible)
+    python benchmarks/train_step.py --rounds 5 --no-reference   # more interleaved rounds, no reference-tier line
+
+Every line is measured once per round, the rounds interleaved (npformer, reference, torch, npformer, ...); the
+figures are medians over rounds, and "vs torch" is the median of each round's ratio. The "reference" line is the
+same npformer step on the reference tier (npformer.functional): what the fast tier buys.
 
 npformer's child calls npformer.kernels.cpu.keep_host_memory() first (freed blocks stay in the process for reuse:
 no page faults per step); torch's child runs as torch does by default.
@@ -85,6 +90,7 @@ def measure_npformer(cfg: dict, steps: int, warmup: int, backend_name: str, opti
     from npformer.train.optim import AdamW, clip_grad_norm, param_groups
 
     npformer.set_backend(backend_name)
+    npformer.set_kernels(options.get("kernels") or "fast")  # the optimizer's step too, not only the model's ops
     keep_host_memory()  # reuse freed activations instead of faulting fresh pages in every step
     base = rss_kib("VmRSS")
     model_cfg = {k: v for k, v in cfg.items() if k != "batch_size"}
@@ -215,6 +221,10 @@ def main() -> None:
     ap.add_argument("--recompute", action="store_true",
                     help="also run npformer with activation recomputation (each block's forward redone in backward) "
                          "and print its line below the plain one: the memory it saves, the time it costs")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds: every line's measurement once per round; medians are reported")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the line for the reference tier (npformer.functional, kernels='reference')")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -222,6 +232,8 @@ def main() -> None:
         return
 
     import importlib.util
+
+    import numpy as np
 
     have_torch = importlib.util.find_spec("torch") is not None and not args.no_torch
     options = dict(attn_impl=args.attn_impl, loss_chunk=args.loss_chunk)
@@ -237,28 +249,38 @@ def main() -> None:
     for name in args.configs.split(","):
         cfg = CONFIGS[name]
         tokens = cfg["batch_size"] * cfg["block_size"]
-        ours = run_child("npformer", name, args, options, args.workers)
-        rows = [("npformer", ours)]
+        specs = [("npformer", "npformer", options, args.workers)]  # (label, kind, options, workers)
         if args.workers > 1:
-            rows.append(("1 worker", run_child("npformer", name, args, options, 1)))
+            specs.append(("1 worker", "npformer", options, 1))
         if args.recompute:
-            rows.append(("+recomp", run_child("npformer", name, args, dict(options, recompute=True), args.workers)))
-        theirs = run_child("torch", name, args, {}) if have_torch else None
-        rows.append(("torch", theirs))
-        for label, r in rows:
-            if r is None:
+            specs.append(("+recomp", "npformer", dict(options, recompute=True), args.workers))
+        if not args.no_reference:
+            specs.append(("reference", "npformer", dict(options, kernels="reference"), args.workers))
+        if have_torch:
+            specs.append(("torch", "torch", {}, 1))
+        # interleaved rounds (A, B, A, B, ...): a noisy machine slows whichever ran at that moment, so each
+        # framework's ratio to torch is taken within a round, and the median over rounds is reported
+        runs = {label: [] for label, *_ in specs}
+        for _ in range(args.rounds):
+            for label, kind, opts, workers in specs:
+                runs[label].append(run_child(kind, name, args, opts, workers))
+        theirs = [r["step_s"] if r else None for r in runs.get("torch", [None] * args.rounds)]
+        for label, *_ in specs:
+            results = [r for r in runs[label] if r is not None]
+            if not results:
                 continue
-            tps = tokens / r["step_s"]
-            line = f"{name:<17} {label:<10} {r['n_params']:>10,} {r['step_s'] * 1e3:>9.1f} {tps:>10,.0f} " \
-                   f"{r['peak_mib']:>9.1f}"
-            if "gpu_peak_mib" in r:
-                line += f" (GPU {r['gpu_peak_mib']:.0f} MiB)"
+            step_s = float(np.median([r["step_s"] for r in results]))
+            peak = max(r["peak_mib"] for r in results)
+            line = f"{name:<17} {label:<10} {results[0]['n_params']:>10,} {step_s * 1e3:>9.1f} " \
+                   f"{tokens / step_s:>10,.0f} {peak:>9.1f}"
+            if "gpu_peak_mib" in results[0]:
+                line += f" (GPU {max(r['gpu_peak_mib'] for r in results):.0f} MiB)"
             if rate:
-                line += f" {step_flops(cfg, r['n_params']) / r['step_s'] / rate:>6.1%}"
-            if label != "torch" and theirs is not None:
-                line += f" {theirs['step_s'] / r['step_s']:>8.2f}x"
+                line += f" {step_flops(cfg, results[0]['n_params']) / step_s / rate:>6.1%}"
+            ratios = [t / r["step_s"] for t, r in zip(theirs, runs[label]) if t is not None and r is not None]
+            if label != "torch" and ratios:
+                line += f" {float(np.median(ratios)):>8.2f}x"
             print(line, flush=True)
-
 
 if __name__ == "__main__":
     main()

@@ -68,15 +68,16 @@ class TransformerBlock(Module):
         def cross_attn(h):
             return self.cross.forward(h, context=context, mask=context_mask, context_kv=context_kv)
 
+        # x1, x2, x3 name the residual stream after each branch; backward's comments refer to them
         if self.placement == "pre":
-            x = x + self.drop1.forward(self_attn(self.norm1.forward(x)))
-            if self.has_cross:
-                x = x + self.drop_c.forward(cross_attn(self.norm_c.forward(x)))
-            return x + self.drop2.forward(self.ffn.forward(self.norm2.forward(x)))
-        x = self.norm1.forward(x + self.drop1.forward(self_attn(x)))
-        if self.has_cross:
-            x = self.norm_c.forward(x + self.drop_c.forward(cross_attn(x)))
-        return self.norm2.forward(x + self.drop2.forward(self.ffn.forward(x)))
+            x1 = x + self.drop1.forward(self_attn(self.norm1.forward(x)))
+            x2 = x1 + self.drop_c.forward(cross_attn(self.norm_c.forward(x1))) if self.has_cross else x1
+            x3 = x2 + self.drop2.forward(self.ffn.forward(self.norm2.forward(x2)))
+            return x3
+        x1 = self.norm1.forward(x + self.drop1.forward(self_attn(x)))
+        x2 = self.norm_c.forward(x1 + self.drop_c.forward(cross_attn(x1))) if self.has_cross else x1
+        x3 = self.norm2.forward(x2 + self.drop2.forward(self.ffn.forward(x2)))
+        return x3
 
     def backward(self, dy):
         """dy: (B, T, C) -> dx (B, T, C), or (dx, dcontext) for a block with cross-attention.
@@ -91,25 +92,28 @@ class TransformerBlock(Module):
             inputs, self._cache_inputs = self._cache_inputs, None
             self._forward(**inputs)
         dcontext = None
+        dx3 = dy
         if self.placement == "pre":
             # x3 = x2 + drop2(ffn(norm2(x2)))
-            dx = dy + self.norm2.backward(self.ffn.backward(self.drop2.backward(dy)))
+            dx2 = dx3 + self.norm2.backward(self.ffn.backward(self.drop2.backward(dx3)))
+            dx1 = dx2
             if self.has_cross:
                 # x2 = x1 + drop_c(cross(norm_c(x1), ctx))
-                dh, dcontext = self.cross.backward(self.drop_c.backward(dx))
-                dx = dx + self.norm_c.backward(dh)
+                dh, dcontext = self.cross.backward(self.drop_c.backward(dx2))
+                dx1 = dx2 + self.norm_c.backward(dh)
             # x1 = x + drop1(attn(norm1(x)))
-            dx = dx + self.norm1.backward(self.attn.backward(self.drop1.backward(dx)))
-        else:
+            dx = dx1 + self.norm1.backward(self.attn.backward(self.drop1.backward(dx1)))
+        else:  # ds: the gradient of the sum inside each norm
             # x3 = norm2(x2 + drop2(ffn(x2)))
-            ds = self.norm2.backward(dy)
-            dx = ds + self.ffn.backward(self.drop2.backward(ds))
+            ds = self.norm2.backward(dx3)
+            dx2 = ds + self.ffn.backward(self.drop2.backward(ds))
+            dx1 = dx2
             if self.has_cross:
                 # x2 = norm_c(x1 + drop_c(cross(x1, ctx)))
-                ds = self.norm_c.backward(dx)
+                ds = self.norm_c.backward(dx2)
                 dh, dcontext = self.cross.backward(self.drop_c.backward(ds))
-                dx = ds + dh
+                dx1 = ds + dh
             # x1 = norm1(x + drop1(attn(x)))
-            ds = self.norm1.backward(dx)
+            ds = self.norm1.backward(dx1)
             dx = ds + self.attn.backward(self.drop1.backward(ds))
         return (dx, dcontext) if self.has_cross else dx

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import backend
 from ..data import BatchSampler
+from ..kernels import use_kernels
 from ..nn import Dropout
 from ..parallel import PARALLEL_MODES, data_parallel, default_workers
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -217,7 +218,8 @@ class Trainer:
         norm = clip_grad_norm(params, cfg.grad_clip) if cfg.grad_clip > 0 else float("nan")
         if cfg.grad_clip > 0 and not math.isfinite(norm):
             raise self._diverged("the gradient norm", norm)
-        self.optimizer.step()
+        with use_kernels(getattr(getattr(model, "config", None), "kernels", None)):  # the model's tier, if pinned
+            self.optimizer.step()
         self.step += 1
         return loss_value, norm
 
