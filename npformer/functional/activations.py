@@ -95,8 +95,11 @@ def relu_forward(x):
 
 
 def relu_backward(dy, cache: ReluCache):
-    """dy: (...) -> dx: (...). The subgradient at x == 0 is taken as 0."""
-    # forward: y = x where x > 0 else 0  ->  dy/dx = 1 where x > 0 else 0
+    """dy: (...) -> dx: (...).
+
+    Derivation. The forward was  y = x where x > 0, else 0:  dy/dx = 1 where x > 0, else 0 (the subgradient at
+    x == 0 is taken as 0). So dx = dy where x > 0, else 0.
+    """
     xp = backend.array_module(dy)
     return xp.where(cache.positive, dy, 0.0)
 
@@ -132,13 +135,17 @@ def swiglu_forward(gate, up):
 
 
 def swiglu_backward(dy, cache: SwigluCache):
-    """dy: (...) -> dgate: (...), dup: (...)."""
+    """dy: (...) -> dgate: (...), dup: (...).
+
+    Derivation. The forward was  s = sigmoid(g);  silu = g * s;  y = silu * up.
+        product:     dL/dup = dy * silu;   dL/dsilu = dy * up
+        product:     dsilu/dg = s + g * ds/dg,   and the logistic's derivative is ds/dg = s (1 - s)
+        so           dL/dg = dL/dsilu * s * (1 + g (1 - s))
+    """
     gate, up = cache
     s = _sigmoid(gate)
     silu = gate * s
-    # forward: y = silu * up
     dup = dy * silu
     dsilu = dy * up
-    # forward: silu = g * s(g), s' = s (1 - s)  ->  dsilu/dg = s + g s (1 - s) = s (1 + g (1 - s))
     dgate = dsilu * s * (1.0 + gate * (1.0 - s))
     return dgate, dup

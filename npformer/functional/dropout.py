@@ -39,8 +39,11 @@ def dropout_forward(x, p: float, rng):
 
 
 def dropout_backward(dy, cache: DropoutCache):
-    """dy: (...) -> dx: (...)."""
-    # forward: y = x * mask  ->  dx = dy * mask  (the same mask; the identity when p == 0)
+    """dy: (...) -> dx: (...).
+
+    Derivation. The forward was  y = x * mask  elementwise, so dy/dx = mask: dx = dy * mask, the same mask (a
+    dropped element passes no gradient back); with p == 0 the forward was the identity, and so is this.
+    """
     if cache.mask is None:
         return dy
     return dy * cache.mask

@@ -61,16 +61,17 @@ def linear_backward(dy, cache: LinearCache):
     """Gradients of y = x @ w + b.
 
     dy: (..., C_out) -> dx: (..., C_in), dw: (C_in, C_out), db: (C_out,) or None when the forward had no bias.
+
+    Derivation. The forward was, for every row n:  y[n, o] = sum_i x[n, i] w[i, o] + b[o].
+        x[n, i] reaches every output of its row through w[i, o]:   dL/dx[n, i] = sum_o dy[n, o] w[i, o]   (dy @ w^T)
+        w[i, o] reaches output o of every row through x[n, i]:     dL/dw[i, o] = sum_n x[n, i] dy[n, o]   (x^T @ dy)
+        b[o] is added to output o of every row:                    dL/db[o] = sum_n dy[n, o]
     """
     x2d, w, has_bias, x_shape = cache
     dy2d = dy.reshape(-1, w.shape[1])  # (N, C_out)
-    # forward: y[n, o] = sum_i x[n, i] * w[i, o] + b[o]
-    # dL/dx[n, i] = sum_o dy[n, o] * w[i, o]    -> dx = dy @ w.T
     dx = (dy2d @ w.T).reshape(x_shape)
-    # dL/dw[i, o] = sum_n x[n, i] * dy[n, o]    -> dw = x.T @ dy, one GEMM over all N rows
-    dw = x2d.T @ dy2d
-    # dL/db[o] = sum_n dy[n, o]    -> db = 1^T dy, a matrix-vector product (BLAS beats a column reduction)
-    db = backend.array_module(dy2d).ones((dy2d.shape[0],), dtype=dy2d.dtype) @ dy2d if has_bias else None
+    dw = x2d.T @ dy2d  # one product over all N rows
+    db = dy2d.sum(axis=0) if has_bias else None
     return dx, dw, db
 
 

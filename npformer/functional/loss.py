@@ -90,22 +90,27 @@ def cross_entropy_forward(logits, targets, ignore_index: int = -100, label_smoot
 
 
 def cross_entropy_backward(dloss, cache: CrossEntropyCache):
-    """dloss: scalar (float or 0-d array) -> dlogits: (..., V) in logits' dtype."""
+    """dloss: scalar (float or 0-d array) -> dlogits: (..., V) in logits' dtype.
+
+    Derivation. The forward was, with lse[n] = log sum_v exp(logits[n, v]) and t_n the target of row n:
+        loss = sum_n weight[n] ((1 - eps) (lse[n] - logits[n, t_n]) + eps (lse[n] - mean_v logits[n, v]))
+    The log-sum-exp's derivative is the softmax:  d lse[n] / d logits[n, v] = p[n, v] = exp(logits[n, v] - lse[n]).
+        term 1, through lse:                    p[n, v]   (its coefficients (1 - eps) + eps sum to 1)
+        term 2, through the target's logit:     -(1 - eps) [v == t_n]
+        term 3, through the mean of the logits: -eps / V
+    so  dlogits[n, v] = dloss * weight[n] * (p[n, v] - (1 - eps) [v == t_n] - eps / V):  "softmax minus one-hot".
+    """
     flat_logits, lse, safe_targets, weight, eps, shape = cache
     xp = backend.array_module(flat_logits)
     dtype = flat_logits.dtype
     vocab = flat_logits.shape[-1]
-    # forward: loss = sum_n weight[n] * ((1 - eps) * (lse[n] - logits[n, t_n]) + eps * (lse[n] - mean_v logits[n, v]))
-    # d lse[n] / d logits[n, v] = p[n, v] (the softmax), so
-    # dloss/dlogits[n, v] = weight[n] * (p[n, v] - (1 - eps) * [v == t_n] - eps / V)
-    dlogits = xp.exp(flat_logits - lse)  # (N, V): p, a fresh array we can modify in place
-    rows = xp.arange(flat_logits.shape[0])
-    dlogits[rows, safe_targets] -= 1.0 - eps
-    if eps > 0.0:
-        dlogits -= eps / vocab
-    # chain rule with the upstream scalar, kept in logits' dtype (a float64 0-d dloss must not upcast float32)
+    p = xp.exp(flat_logits - lse)  # (N, V)
+    one_hot = xp.zeros_like(p)
+    one_hot[xp.arange(p.shape[0]), safe_targets] = 1.0
+    dlogits = p - (1.0 - eps) * one_hot - eps / vocab
+    # the upstream scalar in logits' dtype (a float64 0-d dloss must not upcast float32)
     scale = xp.asarray(dloss, dtype=dtype)
-    dlogits *= (weight * scale)[:, None]
+    dlogits = dlogits * (weight * scale)[:, None]
     return dlogits.reshape(shape)
 
 

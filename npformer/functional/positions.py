@@ -72,30 +72,26 @@ def rope_forward(x, positions=None, base=10000.0):
     cos, sin = _rope_tables(xp, positions, D, base, x.dtype)
     half = D // 2
     x1, x2 = x[..., :half], x[..., half:]
-    y = xp.empty_like(x)  # positions broadcast to x.shape[:-1], so y has x's shape
-    # y1 = x1 cos - x2 sin;  y2 = x2 cos + x1 sin
-    xp.multiply(x1, cos, out=y[..., :half])
-    y[..., :half] -= x2 * sin
-    xp.multiply(x2, cos, out=y[..., half:])
-    y[..., half:] += x1 * sin
-    return y, RopeCache(cos, sin)
+    y1 = x1 * cos - x2 * sin  # positions broadcast to x.shape[:-1], so y has x's shape
+    y2 = x2 * cos + x1 * sin
+    return xp.concatenate([y1, y2], axis=-1), RopeCache(cos, sin)
 
 
 def rope_backward(dy, cache: RopeCache):
-    """Gradient of RoPE: dy (..., T, D) -> dx (..., T, D), the inverse rotation of dy."""
-    # forward was: y1 = x1 cos - x2 sin;  y2 = x2 cos + x1 sin   (a rotation R; dx = R^T dy)
-    #   dx1 = dy1 * dy1/dx1 + dy2 * dy2/dx1 = dy1 cos + dy2 sin
-    #   dx2 = dy1 * dy1/dx2 + dy2 * dy2/dx2 = -dy1 sin + dy2 cos
+    """Gradient of RoPE: dy (..., T, D) -> dx (..., T, D), the inverse rotation of dy.
+
+    Derivation. The forward was, per pair:  y1 = x1 cos - x2 sin;  y2 = x2 cos + x1 sin  (a rotation R), so
+        dx1 = dy1 dy1/dx1 + dy2 dy2/dx1 =  dy1 cos + dy2 sin
+        dx2 = dy1 dy1/dx2 + dy2 dy2/dx2 = -dy1 sin + dy2 cos
+    i.e. dx = R^T dy, the rotation by the opposite angle.
+    """
     xp = backend.array_module(dy)
     cos, sin = cache
     half = dy.shape[-1] // 2
     dy1, dy2 = dy[..., :half], dy[..., half:]
-    dx = xp.empty_like(dy)
-    xp.multiply(dy1, cos, out=dx[..., :half])
-    dx[..., :half] += dy2 * sin
-    xp.multiply(dy2, cos, out=dx[..., half:])
-    dx[..., half:] -= dy1 * sin
-    return dx
+    dx1 = dy1 * cos + dy2 * sin
+    dx2 = -dy1 * sin + dy2 * cos
+    return xp.concatenate([dx1, dx2], axis=-1)
 
 
 def sinusoidal_positions(T, C, dtype=None):

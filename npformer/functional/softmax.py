@@ -41,10 +41,15 @@ def softmax_forward(x, axis: int = -1):
 
 
 def softmax_backward(dy, cache: SoftmaxCache):
-    """dy: (...) -> dx: (...)."""
+    """dy: (...) -> dx: (...).
+
+    Derivation. The forward was  y_i = exp(x_i) / sum_j exp(x_j)  along the axis (the max subtracted first changes
+    nothing: it cancels between numerator and denominator).
+        quotient rule:  dy_i/dx_k = y_i (delta_ik - y_k)
+        chain rule:     dL/dx_k = sum_i dy_i y_i (delta_ik - y_k) = y_k (dy_k - sum_i dy_i y_i)
+    A fully masked slice has y = 0 everywhere, so its dx is 0.
+    """
     y, axis = cache
-    # forward: y_i = exp(x_i) / sum_j exp(x_j)  ->  dy_i/dx_k = y_i (delta_ik - y_k)
-    # dL/dx_k = sum_i dy_i y_i (delta_ik - y_k) = y_k (dy_k - sum_i dy_i y_i)
     return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
 
