@@ -2,8 +2,9 @@
 
 Everything else in npformer asks this module for its array module (``xp()``) or asks an array which module
 owns it (``array_module(x)``), so one piece of code runs on both. Transfers between host and device happen
-only through the named boundary functions ``asarray`` (host -> active backend) and ``to_numpy``
-(any backend -> host).
+only through the named boundary functions ``asarray`` (host -> active backend), ``to_backend_of`` (to where
+another array lives: how a device model takes host ids) and ``to_numpy`` / ``to_float`` (any backend -> host, a
+device sync).
 
 Choosing a backend:
     npformer.set_backend("cupy")            # at run time; affects everything created afterwards
@@ -173,6 +174,22 @@ def to_numpy(a) -> np.ndarray:
     return mod.asnumpy(a)
 
 
+def to_backend_of(a, like):
+    """``a`` moved to the backend that owns ``like`` (a host upload or a device download); unchanged when it is
+    already there. The boundary public functions use to accept host ids, targets and masks for a device model."""
+    target = array_module(like)
+    if array_module(a) is target:
+        return a
+    if target is np:
+        return to_numpy(a)
+    return target.asarray(a)
+
+
+def on_host(a) -> bool:
+    """True for a NumPy array (or anything that is not a device array): checks on it cost no device sync."""
+    return array_module(a) is np
+
+
 def to_float(a) -> float:
     """A 0-d / size-1 array (of either backend) as a Python float: a device sync, so keep it out of hot loops."""
     return float(to_numpy(a).reshape(()))
@@ -208,17 +225,25 @@ def scatter_add(target, indices, values) -> None:
 
 
 class Generator:
-    """A seeded random generator on one backend (NumPy's PCG64 or CuPy's), with the few draws npformer needs.
+    """A seeded random stream on one backend, with the few draws npformer needs, and a state that is plain data.
 
+    NumPy: PCG64 (``numpy.random.default_rng``). CuPy: a counter-based stream (npformer.counter_random) drawn with
+    CuPy's elementwise operations: its state is two integers, so it checkpoints and replays like PCG64 does, and
+    one generator serves every step (a cuRAND generator's state stays on the device and cannot be saved).
     Draws are made in the requested float dtype directly, never float64 then cast.
     """
 
     def __init__(self, seed: int | None = None, backend: str | None = None):
         self.backend = backend or _state.name
         self.seed = seed
-        mod = np if self.backend == "numpy" else _load_cupy()
-        self.xp = mod
-        self._gen = mod.random.default_rng(seed)
+        if self.backend == "numpy":
+            self.xp = np
+            self._gen = np.random.default_rng(seed)
+        else:
+            from .counter_random import CounterStream
+
+            self.xp = _load_cupy()
+            self._gen = CounterStream(self.xp, seed)
 
     def random(self, shape, dtype=None):
         """Uniform [0, 1) of ``shape``."""
@@ -233,18 +258,22 @@ class Generator:
 
     def integers(self, low, high, shape):
         """Integers uniform in [low, high) as int64."""
-        return self._gen.integers(low, high, size=shape, dtype=np.int64)
+        if self.backend == "numpy":
+            return self._gen.integers(low, high, size=shape, dtype=np.int64)
+        return self._gen.integers(low, high, shape)
 
-    # NumPy's PCG64 state is plain data, so it can be checkpointed (for exact resume). CuPy's is not exposed.
     def get_state(self) -> dict:
-        if self.backend != "numpy":
-            raise NotImplementedError("saving the state of a CuPy generator is not supported")
-        return self._gen.bit_generator.state
+        """The generator's state as JSON-able data (for checkpoints and exact resume)."""
+        if self.backend == "numpy":
+            return self._gen.bit_generator.state
+        return self._gen.state()
 
     def set_state(self, state: dict) -> None:
-        if self.backend != "numpy":
-            raise NotImplementedError("restoring the state of a CuPy generator is not supported")
-        self._gen.bit_generator.state = state
+        """Continue from a state ``get_state`` returned (on a generator of the same backend)."""
+        if self.backend == "numpy":
+            self._gen.bit_generator.state = state
+        else:
+            self._gen.set_state(state)
 
 
 def rng(seed: int | None = None) -> Generator:

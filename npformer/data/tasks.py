@@ -21,9 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import backend
+
 PAD, BOS, EOS = 0, 1, 2
 SEQ2SEQ_KINDS = ("reverse", "sort", "copy")
 SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _host_list(ids) -> list:
+    """Ids of any backend (a list, NumPy or CuPy array) as a Python list: the edge where results come home."""
+    return backend.to_numpy(ids).tolist() if hasattr(ids, "dtype") else list(ids)
 
 
 def pad_rows(rows, width: int | None = None, pad: int = PAD) -> np.ndarray:
@@ -88,7 +95,7 @@ class Seq2SeqTask:
     def to_text(self, ids) -> str:
         """Token ids -> a string of symbols, stopping at eos (pads and bos skipped)."""
         out = []
-        for i in np.asarray(ids).tolist():
+        for i in _host_list(ids):
             if i == EOS:
                 break
             if i >= 3:
@@ -100,7 +107,7 @@ def exact_match(predicted, pairs) -> float:
     """Fraction of rows whose decoded tokens (up to and including eos) equal target + [eos] exactly.
 
     predicted: (N, L) integer array from greedy_decode / beam_search (host or device)."""
-    pred = np.asarray(predicted).tolist()
+    pred = _host_list(predicted)
     hits = 0
     for row, (_, tgt) in zip(pred, pairs):
         want = tgt + [EOS]
@@ -163,4 +170,4 @@ class BracketTask:
 
     @staticmethod
     def to_text(ids) -> str:
-        return "".join({OPEN: "(", CLOSE: ")"}.get(i, "") for i in np.asarray(ids).tolist())
+        return "".join({OPEN: "(", CLOSE: ")"}.get(i, "") for i in _host_list(ids))

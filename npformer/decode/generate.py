@@ -209,11 +209,11 @@ def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, t
         if max_new_tokens > 0:
             # prefill: encode the (cropped) prompt once, filling the caches
             caches = make_kv_caches(model, B, W) if use_cache else None
-            logits = next_token_logits(model, backend.asarray(tokens[:, max(0, n - W):n]), 0, caches)
+            logits = next_token_logits(model, tokens[:, max(0, n - W):n], 0, caches)  # host ids: moved there
         for step in range(max_new_tokens):
             # every row draws, finished or not (its tokens are cut off below), so rows never shift each other's
             # random draws: a run with stop ids is the run without them, cut at each row's first stop
-            new = sample_next(backend.to_numpy(logits), rng, temperature, top_k, top_p)  # (B,) host
+            new = sample_next(backend.to_numpy(logits), rng, temperature, top_k, top_p)  # (B,) host: the one sync
             tokens[:, n] = new
             n += 1
             if stops:
@@ -225,10 +225,10 @@ def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, t
             # (n <= W implies the prompt was not cropped, so cache slot n - 1 is position n - 1)
             if caches is not None and n <= W:
                 # one new position: q, k, v for it alone; attention reads the cached keys of the earlier ones
-                logits = next_token_logits(model, backend.asarray(tokens[:, n - 1:n]), n - 1, caches)
+                logits = next_token_logits(model, tokens[:, n - 1:n], n - 1, caches)
             else:
                 # no cache, or the window is full: re-encode the last W tokens from position 0
-                logits = next_token_logits(model, backend.asarray(tokens[:, max(0, n - W):n]), 0, None)
+                logits = next_token_logits(model, tokens[:, max(0, n - W):n], 0, None)
     finally:
         for m, mode in modes:
             m.training = mode

@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import backend
+
 
 class AttentionSpec(NamedTuple):
     """The validated sizes and options of one attention call (shared with the flash path)."""
@@ -79,6 +81,7 @@ def check_attention_inputs(op, q, k, v, mask=None, causal=False, scale=None) -> 
             raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} does not broadcast to "
                              f"(B, H, Tq, Tk) = {full}")
         mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+        mask = backend.to_backend_of(mask, q)  # a host mask (padding, say) for device queries: moved here
     return AttentionSpec(B, H, Hkv, H // Hkv, Tq, Tk, D, scale, mask, bool(causal))
 
 

@@ -84,10 +84,22 @@ class EmbeddingCache(NamedTuple):
     dtype: object  # the table's dtype, for dtable
 
 
+def check_id_range(op: str, ids, vocab: int) -> None:
+    """Host ids must lie in [0, vocab): a ValueError naming the first bad one."""
+    if ids.size > 0:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{op}: id {bad} is out of range for a table of V={vocab} rows (ids must be in "
+                             f"[0, {vocab}))")
+
+
 def embedding_forward(ids, table):
     """y = table[ids]: one row of the table per id.
 
     ids: (...) integer, each in [0, V); table: (V, C) float -> y: (..., C), cache.
+    Host ids meet a device table at this boundary: they are range-checked on the host (free) and uploaded. Ids
+    already on the device are not range-checked (that would cost a device sync), and CuPy wraps bad ids silently.
     """
     if getattr(ids, "dtype", None) is None or ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be an integer array, got {getattr(ids, 'dtype', type(ids).__name__)}")
@@ -95,13 +107,11 @@ def embedding_forward(ids, table):
     if table.ndim != 2:
         raise ValueError(f"embedding: table must be 2-D (V, C), got shape {tuple(table.shape)}")
     vocab = table.shape[0]
-    if ids.size > 0:
-        # CuPy wraps out-of-range indices instead of raising, so check the extremes explicitly (one sync).
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= vocab:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"embedding: id {bad} is out of range for a table of V={vocab} rows (ids must be in "
-                             f"[0, {vocab}))")
+    if backend.on_host(ids):
+        # CuPy wraps out-of-range indices instead of raising: check them here, where it is free, then upload.
+        # Ids already on the device are not checked (it would cost a device sync per call).
+        check_id_range("embedding", ids, vocab)
+        ids = backend.to_backend_of(ids, table)
     y = table[ids]  # (..., C)
     return y, EmbeddingCache(ids, vocab, table.dtype)
 

@@ -21,20 +21,27 @@ class CrossEntropyCache(NamedTuple):
     shape: tuple  # logits' original shape (..., V)
 
 
-def target_weights(op: str, flat_targets, vocab: int, ignore_index: int, dtype):
-    """Validate targets and turn them into (safe_targets, weight), both (N,).
+def target_weights(op: str, flat_targets, vocab: int, ignore_index: int, dtype, like=None):
+    """Validate targets and turn them into (safe_targets, weight), both (N,), on the backend of ``like`` (the
+    logits; default: the targets' own).
 
     safe_targets: the targets with ignored positions replaced by class 0 (a valid index; their weight is 0);
     weight: 1 / (number of kept positions) where kept, 0 where ignored, in ``dtype``: the mean over kept positions
-    is then sum(weight * per_position). Shared by cross_entropy and the fused lm_head_cross_entropy.
+    is then sum(weight * per_position). Shared by cross_entropy and the lm_head_cross_entropy pairs.
+    Host targets are range-checked (free: CuPy would wrap a bad index silently) and then moved to ``like``'s
+    backend; targets already on the device are not checked, which would cost a device sync per call.
     """
+    if backend.on_host(flat_targets):
+        kept = flat_targets != ignore_index
+        bad = kept & ((flat_targets < 0) | (flat_targets >= vocab))
+        if bad.any():
+            first = int(flat_targets[bad][0])
+            raise ValueError(f"{op}: target {first} is out of range for V={vocab} (targets must be in "
+                             f"[0, {vocab}) or equal ignore_index={ignore_index})")
+    if like is not None:
+        flat_targets = backend.to_backend_of(flat_targets, like)
     xp = backend.array_module(flat_targets)
     kept = flat_targets != ignore_index  # (N,) bool
-    bad = kept & ((flat_targets < 0) | (flat_targets >= vocab))
-    if bool(bad.any()):  # one sync per call; CuPy would silently wrap a bad index
-        first = int(flat_targets[bad][0])
-        raise ValueError(f"{op}: target {first} is out of range for V={vocab} (targets must be in "
-                         f"[0, {vocab}) or equal ignore_index={ignore_index})")
     safe_targets = xp.where(kept, flat_targets, 0)
     count = xp.maximum(kept.sum(), 1).astype(dtype)  # all ignored: divide 0 by 1, not 0 by 0
     return safe_targets, kept.astype(dtype) / count
@@ -71,7 +78,7 @@ def cross_entropy_forward(logits, targets, ignore_index: int = -100, label_smoot
 
     flat_logits = logits.reshape(-1, vocab)  # (N, V)
     flat_targets = targets.reshape(-1)  # (N,)
-    safe_targets, weight = target_weights("cross_entropy", flat_targets, vocab, ignore_index, dtype)
+    safe_targets, weight = target_weights("cross_entropy", flat_targets, vocab, ignore_index, dtype, like=logits)
 
     # log p[v] = logits[v] - lse, with lse = m + log(sum_v exp(logits[v] - m)), m = max_v logits[v]
     m = flat_logits.max(axis=-1, keepdims=True)  # (N, 1)
@@ -156,7 +163,9 @@ def lm_head_cross_entropy_forward(x, w, targets, ignore_index: int = -100, chunk
     here it is only checked: the reference holds the whole (N, V) logits.
     """
     check_lm_head_inputs(x, w, targets, chunk)
-    target_weights("lm_head_cross_entropy", targets.reshape(-1), w.shape[1], ignore_index, x.dtype)  # names this op
+    # host targets are checked here (the error names this op), then meet a device x at this boundary
+    target_weights("lm_head_cross_entropy", targets.reshape(-1), w.shape[1], ignore_index, x.dtype)
+    targets = backend.to_backend_of(targets, x)
     logits, linear_cache = linear_forward(x, w)  # (..., V)
     loss, loss_cache = cross_entropy_forward(logits, targets, ignore_index=ignore_index)
     return loss, LMHeadLossCache(linear_cache, loss_cache)

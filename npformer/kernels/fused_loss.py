@@ -51,7 +51,7 @@ def lm_head_cross_entropy_forward(x, w, targets, ignore_index: int = -100, chunk
     x2d = x.reshape(-1, C)  # (N, C)
     flat_targets = targets.reshape(-1)  # (N,)
     N = x2d.shape[0]
-    safe_targets, weight = target_weights("lm_head_cross_entropy", flat_targets, V, ignore_index, dtype)
+    safe_targets, weight = target_weights("lm_head_cross_entropy", flat_targets, V, ignore_index, dtype, like=x)
 
     lse = xp.empty((N,), dtype=dtype)
     total = xp.zeros((), dtype=dtype)

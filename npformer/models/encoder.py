@@ -130,17 +130,22 @@ class EncoderConfig:
         return config_from_dict(cls, d)
 
 
-def check_ids(op: str, ids, vocab_size: int) -> None:
-    """ids must be a (B, T) integer array of token ids in [0, vocab_size) (one host sync)."""
+def check_ids(op: str, ids, vocab_size: int, like):
+    """ids must be a (B, T) integer array of token ids in [0, vocab_size); returns them on ``like``'s backend.
+
+    Host ids are range-checked (free) and uploaded; ids already on the device are not range-checked (that would
+    cost a device sync per call, and CuPy wraps a bad id silently)."""
     if getattr(ids, "ndim", None) != 2:
         raise ValueError(f"{op}: ids must be a (B, T) integer array, got shape {getattr(ids, 'shape', None)}")
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{op}: ids must hold integer token ids, got dtype {ids.dtype}")
     if ids.shape[0] < 1 or ids.shape[1] < 1:
         raise ValueError(f"{op}: ids must be non-empty, got shape {tuple(ids.shape)}")
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi >= vocab_size:
-        raise ValueError(f"{op}: token id {lo if lo < 0 else hi} is out of range for vocab_size={vocab_size}")
+    if backend.on_host(ids):
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"{op}: token id {lo if lo < 0 else hi} is out of range for vocab_size={vocab_size}")
+    return backend.to_backend_of(ids, like)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,15 +243,16 @@ def mask_tokens(ids, mask_id: int, vocab_size: int, rng, pad_id: int | None = No
     ordinary = np.array([v for v in range(vocab_size) if v not in special], dtype=np.int64)
     if ordinary.size == 0:
         raise ValueError(f"mask_tokens: every id of vocab_size={vocab_size} is special; nothing can be masked")
-    if isinstance(rng, (int, np.integer)):
-        rng = backend.rng(int(rng))
     xp = backend.array_module(ids)
+    if isinstance(rng, (int, np.integer)):  # a seed: draw where the ids live
+        rng = backend.Generator(int(rng), backend="numpy" if xp is np else "cupy")
     ids = ids.astype(np.int64)
     shape = tuple(ids.shape)
-    # draws are made on the generator's side and moved to ids' side at this edge
-    pick_u = backend.asarray(rng.random(shape, dtype=np.float64))
-    how_u = backend.asarray(rng.random(shape, dtype=np.float64))
-    random_ids = backend.asarray(ordinary)[backend.asarray(rng.integers(0, ordinary.size, shape))]
+    # draws are made on the generator's side and moved to the ids' side at this edge
+    pick_u = backend.to_backend_of(rng.random(shape, dtype=np.float64), ids)
+    how_u = backend.to_backend_of(rng.random(shape, dtype=np.float64), ids)
+    draws = backend.to_backend_of(rng.integers(0, ordinary.size, shape), ids)
+    random_ids = backend.to_backend_of(ordinary, ids)[draws]
     is_ordinary = xp.ones(shape, dtype=bool)
     for s in special:
         is_ordinary &= ids != s
@@ -291,7 +297,7 @@ class Encoder(Module):
     @runs_in_config_tier
     def hidden_states(self, ids):
         """ids (B, T) -> hidden states (B, T, C), padding masked out of every attention. Caches for backward."""
-        check_ids("Encoder", ids, self.config.vocab_size)
+        ids = check_ids("Encoder", ids, self.config.vocab_size, like=self.embed.tok.weight.data)
         valid = ids != self.config.pad_id  # (B, T)
         mask = padding_mask(valid)  # (B, 1, 1, T): queries never look at padding keys
         x = self.embed.forward(ids)

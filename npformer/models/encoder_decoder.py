@@ -164,6 +164,7 @@ class EncoderDecoder(Module):
     @runs_in_config_tier
     def encode(self, src):
         """src (B, S) -> (memory (B, S, C), context mask (B, 1, 1, S), True at real source tokens)."""
+        src = check_ids("EncoderDecoder", src, self.config.src_vocab_size, like=self.tgt_embed.tok.weight.data)
         memory = self.encoder.hidden_states(src)
         return memory, padding_mask(src != self.config.pad_id)
 
@@ -176,7 +177,7 @@ class EncoderDecoder(Module):
         block's ``cross.project_context(memory)``) replaces memory, and pos_offset / kv_caches (one per layer,
         with ``update(k, v)``) let a call feed only the newest token(s).
         """
-        check_ids("EncoderDecoder", tgt_in, self.config.tgt_vocab_size)
+        tgt_in = check_ids("EncoderDecoder", tgt_in, self.config.tgt_vocab_size, like=self.tgt_embed.tok.weight.data)
         y = self.tgt_embed.forward(tgt_in, pos_offset=pos_offset)
         for i, block in enumerate(self.dec_blocks):
             y = block.forward(y, context=memory, context_mask=context_mask,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
+from ..functional.linear import check_id_range
 from ..kernels import ops
 from ..nn import Dropout, Embedding, Module, Parameter, SinusoidalTable, TransformerBlock, make_norm
 from ..nn import init as nn_init
@@ -55,7 +56,10 @@ class GPT(Module):
         """The output projection as (C, V): wte's transpose when tied (a view, no copy)."""
         return self.wte.weight.data.T if self.lm_head is None else self.lm_head.data
 
-    def _check_idx(self, idx, pos_offset: int):
+    def _take_ids(self, idx, pos_offset: int):
+        """idx checked and on the model's backend. Host ids (a NumPy array) are range-checked here, which is free,
+        and uploaded; ids already on the device are not range-checked (a device sync per call): CuPy wraps a bad
+        id silently, so check such ids yourself or pass host ids."""
         if getattr(idx, "ndim", None) != 2:
             raise ValueError(f"GPT: idx must be a (B, T) integer array, got shape {getattr(idx, 'shape', None)}")
         if idx.dtype.kind not in "iu":
@@ -64,6 +68,9 @@ class GPT(Module):
         if self.config.positions == "learned" and pos_offset + T > self.config.block_size:
             raise ValueError(f"GPT: positions up to {pos_offset + T} exceed the context length block_size="
                              f"{self.config.block_size} of learned position embeddings")
+        if backend.on_host(idx):
+            check_id_range("GPT", idx, self.config.vocab_size)
+        return backend.to_backend_of(idx, self.wte.weight.data)
 
     def _positions(self, T: int, pos_offset: int):
         return backend.array_module(self.wte.weight.data).arange(pos_offset, pos_offset + T, dtype="int64")
@@ -72,7 +79,7 @@ class GPT(Module):
     @runs_in_config_tier
     def hidden_states(self, idx, pos_offset: int = 0, kv_caches=None):
         """idx (B, T) -> final hidden states (B, T, C), before the LM head. Caches what backward needs."""
-        self._check_idx(idx, pos_offset)
+        idx = self._take_ids(idx, pos_offset)
         T = idx.shape[1]
         positions = self._positions(T, pos_offset)
         x = self.wte.forward(idx)
@@ -101,7 +108,8 @@ class GPT(Module):
     @runs_in_config_tier
     def loss(self, idx, targets, ignore_index: int = -100):
         """Causal LM loss: mean cross-entropy of the logits at each position against ``targets`` (B, T), the
-        next token at each position (ignore_index excluded). Returns a 0-d array; call ``backward()`` next."""
+        next token at each position (ignore_index excluded). Returns a 0-d array; call ``backward()`` next.
+        idx and targets may be host (NumPy) arrays for a device model: they are checked and moved here."""
         if getattr(targets, "shape", None) != idx.shape:
             raise ValueError(f"GPT: targets shape {getattr(targets, 'shape', None)} != idx shape {idx.shape}")
         if self.config.loss_chunk > 0:

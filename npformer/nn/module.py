@@ -179,8 +179,9 @@ class Module:
         problems = state_mismatches(expected, state)
         if problems:
             raise ValueError("load_state_dict: the state does not fit the model; " + "; ".join(problems))
-        for name in expected:
-            own[name].data[...] = backend.asarray(state[name], dtype=own[name].data.dtype)
+        for name in expected:  # each array goes to its parameter's backend (a host state for a device model)
+            data = own[name].data
+            data[...] = backend.to_backend_of(state[name], data).astype(data.dtype, copy=False)
 
     def astype(self, dtype) -> "Module":
         """Convert every parameter (and its gradient) to ``dtype`` in place; returns self."""

@@ -98,7 +98,7 @@ def _worker_loop(conn, model, grads: np.ndarray) -> None:
                 for m, (p, seed) in zip(dropouts, seeds, strict=True):
                     m.p = p
                     if seed is not None:
-                        m.seeds = np.random.default_rng(seed)
+                        m.restart(seed)
                 reply = model.loss(idx, targets, **extra)
             elif command == "backward":
                 grads[...] = 0  # this batch's gradient alone; the main process accumulates

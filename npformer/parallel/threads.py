@@ -134,7 +134,7 @@ class DataParallel:
             # a fresh mask stream per step, drawn from the model's own: replicas never repeat each other's
             # masks, and the model's stream (saved in checkpoints) alone decides them all
             if m.training and m.p > 0.0:
-                r.seeds = np.random.default_rng(int(m.seeds.integers(0, 2**62)))
+                r.restart(int(m.seeds.integers(0, 2**62)))
 
     def _zero_grads(self, link: dict) -> None:
         if all(q.grad.base is link["grads"] for _, q in link["pairs"]):

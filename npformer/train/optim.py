@@ -11,7 +11,7 @@ groups: decay for matrices, none for biases and norm weights)::
         for micro in range(accum_steps):            # gradient accumulation: backward adds into p.grad (+=),
             loss, dlogits = ...                     # so scale the loss gradient by 1 / accum_steps
             model.backward(dlogits / accum_steps)   # (or call scale_grads(params, 1 / accum_steps) once after)
-        norm = clip_grad_norm(model.parameters(), 1.0)   # the one host sync of the step
+        norm = clip_grad_norm(model.parameters(), 1.0)   # a 0-d array: no host sync on a GPU
         opt.step()
 
 Updates happen in place (SGD: ``out=`` ufuncs through one shared scratch buffer per (backend, dtype); AdamW: through
@@ -474,25 +474,33 @@ def grad_norm(params):
     return backend.array_module(total).sqrt(total)
 
 
-def clip_grad_norm(params, max_norm: float) -> float:
+def clip_grad_norm(params, max_norm: float):
     """Scale all gradients in place so their global L2 norm is at most ``max_norm`` (torch's clip_grad_norm_:
-    coef = max_norm / (norm + 1e-6), applied when below 1). Returns the norm before clipping as a Python float
-    (the one device->host sync of a training step). A non-finite norm is returned without touching the gradients,
-    for the caller to skip the step."""
+    coef = max_norm / (norm + 1e-6), applied when below 1). Returns the norm before clipping as a 0-d array on the
+    gradients' backend, as torch returns a tensor: on a GPU this makes no device-to-host sync.
+
+    On the host the decision is a Python ``if`` (free there: nothing is multiplied when nothing is clipped, and a
+    non-finite norm leaves the gradients untouched for the caller to skip the step). On a device the gradients are
+    multiplied by min(1, coef) computed there, with no sync (by exactly 1.0 when nothing is clipped); a
+    non-finite norm then makes the gradients non-finite, which the caller's next check of the loss finds."""
     max_norm = float(max_norm)
     if not max_norm > 0.0 or math.isinf(max_norm):
         raise ValueError(f"clip_grad_norm: max_norm must be a finite number > 0, got {max_norm}")
     params = _params_only(params, "clip_grad_norm")
-    norm = backend.to_float(grad_norm(params))
-    if not math.isfinite(norm):
-        return norm
-    coef = max_norm / (norm + 1e-6)
-    if coef < 1.0:
-        grads = [p.grad for p in params]
-        flat = _span(grads)
-        for g in [flat] if flat is not None else grads:
-            g *= coef
-    return norm
+    norm = grad_norm(params)
+    xp = backend.array_module(norm)
+    grads = [p.grad for p in params]
+    flat = _span(grads)
+    if xp is np:
+        value = float(norm)
+        if not math.isfinite(value) or max_norm / (value + 1e-6) >= 1.0:
+            return np.asarray(norm)
+        coef = max_norm / (value + 1e-6)
+    else:
+        coef = xp.minimum(max_norm / (norm + 1e-6), 1.0)
+    for g in [flat] if flat is not None else grads:
+        g *= coef
+    return xp.asarray(norm)
 
 
 def scale_grads(params, scale: float) -> None:

@@ -107,6 +107,8 @@ class Trainer:
         self.schedule = (warmup_cosine(config.learning_rate, config.warmup_iters, decay_iters, config.min_lr)
                          if config.decay_lr else constant(config.learning_rate))
         self.step = 0
+        self._all_finite = None  # device flag: every loss and norm since the last synced step was finite
+        self._last_check = 0  # the step after the last synced check
         self.history: list[dict] = []  # one row per log point: step, train_loss, val_loss, lr, tokens_per_s
         self.last_checkpoint_step: int | None = None
         self._resumed_at: int | None = None  # the step a resume restored: its evaluation already happened
@@ -120,24 +122,25 @@ class Trainer:
     def estimate_loss(self, batches: BatchSampler) -> float:
         """Mean loss over eval_iters batches, in eval mode (no dropout); gradients untouched."""
         self.model.eval()
-        total = 0.0
+        total = None
         for _ in range(self.cfg.eval_iters):
             x, y = batches.next()
-            total += backend.to_float(self.runner.loss(x, y))
+            loss = self.runner.loss(x, y)
+            total = loss if total is None else total + loss  # summed where it lives: one transfer at the end
         self.runner.drop_caches()  # evaluation needs no backward: free what its forward passes kept
         self.model.train()
-        return total / self.cfg.eval_iters
+        return backend.to_float(total) / self.cfg.eval_iters
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def _dropout_states(self) -> list:
-        return [m.seeds.bit_generator.state for m in self.model.modules() if isinstance(m, Dropout)]
+        return [m.rng_state() for m in self.model.modules() if isinstance(m, Dropout)]
 
     def _set_dropout_states(self, states: list) -> None:
         dropouts = [m for m in self.model.modules() if isinstance(m, Dropout)]
         if len(states) != len(dropouts):
             raise CheckpointError(f"checkpoint has {len(states)} dropout generator states, the model {len(dropouts)}")
         for m, state in zip(dropouts, states):
-            m.seeds.bit_generator.state = state
+            m.set_rng_state(state)
 
     def save(self) -> str | None:
         path = self._path(self.CHECKPOINT)
@@ -199,8 +202,12 @@ class Trainer:
         if not self.cfg.quiet:
             print(text, flush=True)
 
-    def train_step(self) -> tuple[float, float]:
-        """One optimizer step (grad_accum micro-batches). Returns (loss, gradient norm) as floats."""
+    def train_step(self, sync: bool = True) -> tuple[float, float]:
+        """One optimizer step (grad_accum micro-batches). Returns (loss, gradient norm) as floats, or (nan, nan)
+        with ``sync=False`` on a device backend, which then makes no device-to-host transfer at all: the step's
+        loss and norm stay on the device, and whether they were finite is folded into a device flag that the
+        next synced step reads (``run`` syncs only at the steps it logs, evaluates or saves). On the host,
+        checking costs nothing, so every step is checked (and a divergence is named at its own step)."""
         cfg, model = self.cfg, self.model
         lr = self.schedule(self.step)
         self.optimizer.set_lr(lr)
@@ -211,17 +218,36 @@ class Trainer:
             loss = self.runner.loss(x, y)
             self.runner.backward(1.0 / cfg.grad_accum)  # gradients add up: the mean over micro-batches
             loss_sum = loss if loss_sum is None else loss_sum + loss
-        loss_value = backend.to_float(loss_sum) / cfg.grad_accum  # the one device sync of the step
-        if not math.isfinite(loss_value):
-            raise self._diverged("the training loss", loss_value)
-        params = model.parameters()
-        norm = clip_grad_norm(params, cfg.grad_clip) if cfg.grad_clip > 0 else float("nan")
-        if cfg.grad_clip > 0 and not math.isfinite(norm):
-            raise self._diverged("the gradient norm", norm)
+        loss = loss_sum / cfg.grad_accum
+        norm = clip_grad_norm(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+        sync = sync or backend.on_host(loss)
+        loss_value, norm_value = self._check_finite(loss, norm, sync)
         with use_kernels(getattr(getattr(model, "config", None), "kernels", None)):  # the model's tier, if pinned
             self.optimizer.step()
         self.step += 1
-        return loss_value, norm
+        return loss_value, norm_value
+
+    def _check_finite(self, loss, norm, sync: bool) -> tuple[float, float]:
+        """Fold this step's loss and norm into the device flag ``all finite since the last check``; when ``sync``,
+        read it with the step's loss and norm in one transfer and raise TrainingDiverged if any was not finite."""
+        xp = backend.array_module(loss)
+        values = [loss] + ([] if norm is None else [norm.astype(loss.dtype)])
+        finite = xp.isfinite(xp.stack(values)).all()
+        self._all_finite = finite if self._all_finite is None else (self._all_finite & finite)
+        if not sync:
+            return float("nan"), float("nan")
+        host = backend.to_numpy(xp.concatenate([xp.stack(values), self._all_finite.astype(loss.dtype)[None]]))
+        self._all_finite = None
+        loss_value = float(host[0])
+        norm_value = float(host[1]) if norm is not None else float("nan")
+        if not math.isfinite(loss_value):
+            raise self._diverged("the training loss", loss_value)
+        if not math.isfinite(norm_value) and norm is not None:
+            raise self._diverged("the gradient norm", norm_value)
+        if host[-1] != 1.0:
+            raise self._diverged(f"a training loss or gradient norm since step {self._last_check}", "not finite")
+        self._last_check = self.step + 1
+        return loss_value, norm_value
 
     def run(self) -> list[dict]:
         cfg = self.cfg
@@ -235,7 +261,10 @@ class Trainer:
             if self.step % cfg.eval_interval == 0 and self.step != self._resumed_at:
                 self._evaluate(train_loss, start, start_step)
             t0 = time.perf_counter()
-            train_loss, _ = self.train_step()
+            # a device sync only where the loss is shown, or before an evaluation (which saves a checkpoint)
+            after = self.step + 1
+            sync = after % cfg.log_interval == 0 or after == cfg.max_iters or after % cfg.eval_interval == 0
+            train_loss, _ = self.train_step(sync=sync)
             recent_time += time.perf_counter() - t0
             recent_tokens += self.tokens_per_step
             if self.step % cfg.log_interval == 0 or self.step == cfg.max_iters:
