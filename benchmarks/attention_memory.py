@@ -14,6 +14,7 @@ skipped where that estimate passes --limit-gb.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import tracemalloc
 
@@ -52,6 +53,7 @@ def measure(forward, backward, q, k, v, dout, repeat=1, **options):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     parser.add_argument("--quick", action="store_true", help="only T = 512, 1024, 2048")
     parser.add_argument("--T", type=int, nargs="+", default=None, help="context lengths (overrides --quick)")
     parser.add_argument("--B", type=int, default=1)
@@ -95,4 +97,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from npformer.train.cli import run_script
+
+    sys.exit(run_script(lambda argv: main()))

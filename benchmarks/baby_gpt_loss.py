@@ -165,6 +165,7 @@ def run_torch(train_ids, val_ids, vocab: int, seed: int, bias: bool) -> tuple[fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     ap.add_argument("--frameworks", default="npformer,torch", help="comma-separated: npformer, torch")
     ap.add_argument("--seeds", default="1337,1338")
     ap.add_argument("--no-bias", action="store_true", help="no biases in linears and LayerNorms (nanoGPT's default)")
@@ -199,4 +200,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from npformer.train.cli import run_script
+
+    sys.exit(run_script(lambda argv: main()))

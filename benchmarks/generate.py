@@ -44,6 +44,7 @@ def timed_generate(model, prompt, tokens: int, use_cache: bool):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     ap.add_argument("--tokens", type=int, default=256, help="tokens generated per sequence (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
@@ -83,4 +84,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from npformer.train.cli import run_script
+
+    sys.exit(run_script(lambda argv: main()))

@@ -56,6 +56,7 @@ def measure(fn, *args):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     ap.add_argument("--V", type=int, default=50257)
     ap.add_argument("--C", type=int, default=768)
     ap.add_argument("--N", type=int, nargs="+", default=[256], help="tokens (B*T), one run each")
@@ -78,4 +79,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from npformer.train.cli import run_script
+
+    sys.exit(run_script(lambda argv: main()))

@@ -20,6 +20,7 @@ from train_step import CONFIGS  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     ap.add_argument("--config", default="baby", choices=list(CONFIGS))
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--top", type=int, default=25)
@@ -78,4 +79,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from npformer.train.cli import run_script
+
+    sys.exit(run_script(lambda argv: main()))

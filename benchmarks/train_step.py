@@ -204,6 +204,7 @@ def child_main(payload: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     ap.add_argument("--configs", default="baby,shakespeare_char", help=f"comma-separated, from {list(CONFIGS)}")
     ap.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
     ap.add_argument("--warmup", type=int, default=3)
@@ -283,4 +284,6 @@ def main() -> None:
             print(line, flush=True)
 
 if __name__ == "__main__":
-    main()
+    from npformer.train.cli import run_script
+
+    sys.exit(run_script(lambda argv: main()))

@@ -20,10 +20,10 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout as-is
 
 import npformer  # noqa: E402
-from npformer.data import tokenizer_from_dict  # noqa: E402
 from npformer.decode.generate import generate  # noqa: E402
-from npformer.models import GPT, GPTConfig  # noqa: E402
-from npformer.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from npformer.train.checkpoint import CheckpointError  # noqa: E402
+from npformer.train.cli import add_debug_flag, run_script  # noqa: E402
+from npformer.train.saved_models import load_gpt  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -38,45 +38,29 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (default: %(default)s)")
     p.add_argument("--backend", choices=["numpy", "cupy"], default=os.environ.get("NPFORMER_BACKEND", "numpy"))
     p.add_argument("--no-cache", action="store_true", help="decode without the key/value cache")
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     npformer.set_backend(args.backend)
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-    except CheckpointError as exc:
-        print(f"error: {exc}\n(train a model first: python examples/train_char.py)", file=sys.stderr)
-        return 2
-    for key in ("config", "tokenizer"):
-        if key not in ckpt.meta:
-            print(f"error: {args.checkpoint}: the checkpoint's meta has no {key!r}; was it written by "
-                  "examples/train_char.py?", file=sys.stderr)
-            return 2
-    config = GPTConfig.from_dict(ckpt.meta["config"])
-    tokenizer = tokenizer_from_dict(ckpt.meta["tokenizer"])
-    model = GPT(config)
-    model.load_state_dict(ckpt.params)
+    model, tokenizer, ckpt = load_gpt(args.checkpoint)  # every entry checked: a bad one names itself
+    config = model.config
     step = ckpt.meta.get("step", "?")
     print(f"model: {args.checkpoint} (step {step}), {model.num_parameters():,} parameters, "
           f"context {config.block_size}, positions {config.positions}, backend {args.backend}")
 
-    try:
-        prompt = tokenizer.encode(args.prompt)
-        if len(prompt) == 0:
-            raise ValueError("the prompt is empty; give at least one character")
-        total_tokens, start = 0, time.perf_counter()
-        for i in range(args.num_samples):
-            out = generate(model, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                           top_k=args.top_k or None, top_p=args.top_p, seed=args.seed + i,
-                           use_cache=not args.no_cache)
-            total_tokens += len(out[0]) - len(prompt)
-            print(f"---- sample {i + 1} ----")
-            print(tokenizer.decode(out[0]))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    prompt = tokenizer.encode(args.prompt)
+    if len(prompt) == 0:
+        raise ValueError("the prompt is empty; give at least one character")
+    total_tokens, start = 0, time.perf_counter()
+    for i in range(args.num_samples):
+        out = generate(model, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                       top_k=args.top_k or None, top_p=args.top_p, seed=args.seed + i, use_cache=not args.no_cache)
+        total_tokens += len(out[0]) - len(prompt)
+        print(f"---- sample {i + 1} ----")
+        print(tokenizer.decode(out[0]))
     seconds = time.perf_counter() - start
     print(f"---- {total_tokens} tokens in {seconds:.2f} s ({total_tokens / max(seconds, 1e-9):,.0f} tokens/s, "
           f"{'no cache' if args.no_cache else 'key/value cache'}) ----")
@@ -84,4 +68,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main, hints={CheckpointError: "(train a model first: python examples/train_char.py)"}))

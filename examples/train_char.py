@@ -9,6 +9,11 @@ interpreter's own standard library (nothing to download). Examples:
     python examples/train_char.py --preset llama-style --n-layer 2 --max-iters 200
     python examples/train_char.py --backend cupy                   # on a GPU (pip install 'npformer[cuda12]')
     python examples/train_char.py --workers 1                      # the model alone (default: a replica per core)
+    python examples/train_char.py --kernels reference              # train on the reference tier, the code to read
+    python examples/train_char.py --data photo.jpg --tokenizer byte    # any file, one token per byte
+
+A mistake in the flags or the data (a missing or non-UTF-8 file, text too short for the context, a model that does
+not divide into heads) is one line starting "error:" and exit code 2; --debug shows the traceback instead.
 
 Every GPTConfig and TrainConfig field is a flag: see --help. The checkpoint (config, tokenizer, parameters,
 optimizer state) lands in --out-dir; examples/sample.py writes more text from it.
@@ -24,23 +29,27 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout as-is
 
 import npformer  # noqa: E402
-from npformer.data import CharTokenizer, train_val_split  # noqa: E402
+from npformer.data import ByteTokenizer, CharTokenizer, check_long_enough, read_corpus, train_val_split  # noqa: E402
 from npformer.data.corpora import stdlib_corpus  # noqa: E402
+from npformer.data.text_files import TOKENIZER_KINDS  # noqa: E402
 from npformer.decode.generate import generate  # noqa: E402
 from npformer.models import GPT, GPTConfig  # noqa: E402
-from npformer.train.cli import add_dataclass_args, dataclass_from_args  # noqa: E402
-from npformer.train.trainer import TrainConfig, Trainer, TrainingDiverged  # noqa: E402
+from npformer.train.cli import INTERRUPTED, add_dataclass_args, add_debug_flag, dataclass_from_args, run_script  # noqa: E402,E501
+from npformer.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 # The baby GPT of nanoGPT's README (CPU overrides); 3000 steps take about 2 minutes on 2 cores.
 MODEL_DEFAULTS = dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=True)
 TRAIN_DEFAULTS = dict(max_iters=3000, batch_size=12, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
                       eval_interval=250, eval_iters=20, log_interval=50, out_dir="out/train_char",
                       workers=None)  # one model replica per core (npformer.parallel.DataParallel)
+VAL_FRACTION = 0.1  # the last 10% of the text is held out for validation
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="a UTF-8 text file to train on (default: Python standard-library source)")
+    p.add_argument("--data", help="a text file to train on (default: Python standard-library source)")
+    p.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char",
+                   help="char: the file's distinct characters (UTF-8 text); byte: its 256 byte values (any file)")
     p.add_argument("--preset", choices=["gpt2-style", "llama-style"], default="gpt2-style",
                    help="model family; explicit model flags override it")
     p.add_argument("--backend", choices=["numpy", "cupy"], default=os.environ.get("NPFORMER_BACKEND", "numpy"))
@@ -48,6 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=2, help="samples to print at the end")
     p.add_argument("--sample-tokens", type=int, default=300, help="characters per sample")
     p.add_argument("--prompt", default="\n", help="text the samples start from")
+    add_debug_flag(p)
     # model flags left unset (None) keep the preset's choice
     model_defaults = {**{name: None for name in GPTConfig.__dataclass_fields__}, **MODEL_DEFAULTS}
     add_dataclass_args(p, GPTConfig, model_defaults, skip=("vocab_size", "seed"), title="model (GPTConfig)")
@@ -61,40 +71,46 @@ def main(argv=None) -> int:
     npformer.kernels.cpu.keep_host_memory()  # reuse freed activation memory instead of faulting it in every step
 
     if args.data:
-        with open(args.data, encoding="utf-8") as f:
-            text = f.read()
+        ids, tokenizer = read_corpus(args.data, args.tokenizer)
         source = args.data
     else:
         text = stdlib_corpus()
-        source = "Python standard-library source"
-    tokenizer = CharTokenizer.from_text(text)
-    ids = tokenizer.encode(text)
-    train_ids, val_ids = train_val_split(ids, val_fraction=0.1)
-    print(f"data: {source}: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
-          f"{len(train_ids):,} train / {len(val_ids):,} validation tokens")
+        tokenizer = CharTokenizer.from_text(text) if args.tokenizer == "char" else ByteTokenizer()
+        ids, source = tokenizer.encode(text), "Python standard-library source"
 
     overrides = {k: v for k, v in vars(args).items() if k in GPTConfig.__dataclass_fields__ and v is not None}
     overrides.update(vocab_size=tokenizer.vocab_size, seed=args.seed)  # the model's seed is the run's --seed
     model_config = GPTConfig.preset(args.preset, **overrides)
+    unit = "bytes" if args.tokenizer == "byte" else "characters"
+    check_long_enough(len(ids), model_config.block_size, VAL_FRACTION, repr(source), unit)
+    train_ids, val_ids = train_val_split(ids, val_fraction=VAL_FRACTION)
+    print(f"data: {source}: {len(ids):,} {unit}, vocabulary {tokenizer.vocab_size}, "
+          f"{len(train_ids):,} train / {len(val_ids):,} validation tokens")
     model = GPT(model_config)
     train_config = dataclass_from_args(TrainConfig, args)
     print(f"model: {model.num_parameters():,} parameters, {model_config.n_layer} layers, {model_config.n_head} "
-          f"heads, width {model_config.n_embd}, context {model_config.block_size}, backend {args.backend}")
+          f"heads, width {model_config.n_embd}, context {model_config.block_size}, backend {args.backend}, "
+          f"kernels {model_config.kernels or npformer.get_kernels()}")
 
     trainer = Trainer(model, train_config, train_ids, val_ids, meta={"tokenizer": tokenizer.to_dict()})
+    checkpoint = trainer._path(Trainer.CHECKPOINT)
     if args.resume:
+        if checkpoint is None:
+            raise ValueError("--resume needs an --out-dir to find the checkpoint in")
         trainer.resume()
-        print(f"resumed from {trainer._path(Trainer.CHECKPOINT)} at step {trainer.step}")
+        print(f"resumed from {checkpoint} at step {trainer.step}")
     start = time.perf_counter()
     try:
         trainer.run()
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:  # Ctrl-C: say where the last good state is, in one line
+        saved = (f"the last checkpoint is {checkpoint} (step {trainer.last_checkpoint_step}); continue with "
+                 "--resume" if trainer.last_checkpoint_step is not None else "no checkpoint was written yet")
+        print(f"\ninterrupted at step {trainer.step}: {saved}", file=sys.stderr)
+        return INTERRUPTED
     print(f"trained to step {trainer.step} in {time.perf_counter() - start:.1f} s; "
           f"final validation loss {trainer.final_val_loss:.4f}")
-    if train_config.out_dir:
-        print(f"checkpoint: {os.path.join(train_config.out_dir, Trainer.CHECKPOINT)}")
+    if checkpoint:
+        print(f"checkpoint: {checkpoint}")
 
     model.eval()
     prompt = tokenizer.encode(args.prompt)
@@ -106,4 +122,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -30,7 +30,8 @@ import npformer  # noqa: E402
 from npformer import backend  # noqa: E402
 from npformer.data.tasks import BracketTask  # noqa: E402
 from npformer.models import Encoder, EncoderConfig  # noqa: E402
-from npformer.train.cli import add_dataclass_args, dataclass_from_args  # noqa: E402
+from npformer.train.cli import add_dataclass_args, add_debug_flag, dataclass_from_args, run_script  # noqa: E402,E501
+from npformer.train.config import check_positive, fit_warmup  # noqa: E402
 from npformer.train.optim import AdamW, clip_grad_norm, param_groups  # noqa: E402
 from npformer.train.schedules import warmup_cosine  # noqa: E402
 
@@ -63,6 +64,7 @@ def parse_args(argv=None):
     add_dataclass_args(p, EncoderConfig, MODEL_DEFAULTS,
                        skip=("vocab_size", "max_len", "pad_id", "mlm_head", "n_classes", "seed"),
                        title="model (EncoderConfig)")
+    add_debug_flag(p)
     add_dataclass_args(p, ClassifierTrainConfig, title="task and training (ClassifierTrainConfig)")
     return p.parse_args(argv)
 
@@ -82,6 +84,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     npformer.set_backend(args.backend)
     tc = dataclass_from_args(ClassifierTrainConfig, args)
+    check_positive(tc, ("steps", "batch_size", "eval_every", "n_eval", "min_len", "max_len"))
+    tc.warmup_steps, note = fit_warmup(tc.warmup_steps, tc.steps, "warmup_steps")  # a short run still gets one
+    if note:
+        print(f"note: {note}")
     task = BracketTask(tc.min_len, tc.max_len)
     cfg = dataclass_from_args(EncoderConfig, args, vocab_size=task.vocab_size, max_len=1 + tc.max_len, pad_id=0,
                               mlm_head=False, n_classes=task.n_classes, seed=tc.seed)
@@ -125,4 +131,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -30,7 +30,8 @@ from npformer import backend  # noqa: E402
 from npformer.data.tasks import BOS, EOS, SEQ2SEQ_KINDS, Seq2SeqTask, exact_match  # noqa: E402
 from npformer.decode.beam import beam_search, greedy_decode  # noqa: E402
 from npformer.models import EncoderDecoder, EncoderDecoderConfig  # noqa: E402
-from npformer.train.cli import add_dataclass_args, dataclass_from_args  # noqa: E402
+from npformer.train.cli import add_dataclass_args, add_debug_flag, dataclass_from_args, run_script  # noqa: E402,E501
+from npformer.train.config import check_positive, fit_warmup  # noqa: E402
 from npformer.train.optim import AdamW, clip_grad_norm, param_groups  # noqa: E402
 from npformer.train.schedules import inverse_sqrt, warmup_cosine  # noqa: E402
 
@@ -68,6 +69,7 @@ def parse_args(argv=None):
     add_dataclass_args(p, EncoderDecoderConfig, MODEL_DEFAULTS,
                        skip=("src_vocab_size", "tgt_vocab_size", "max_len", "pad_id", "seed"),
                        title="model (EncoderDecoderConfig)")
+    add_debug_flag(p)
     add_dataclass_args(p, Seq2SeqTrainConfig, title="task and training (Seq2SeqTrainConfig)")
     args = p.parse_args(argv)
     if args.task not in SEQ2SEQ_KINDS:
@@ -97,6 +99,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     npformer.set_backend(args.backend)
     tc = dataclass_from_args(Seq2SeqTrainConfig, args)
+    check_positive(tc, ("steps", "batch_size", "eval_every", "n_eval", "n_symbols", "min_len", "max_len"))
+    tc.warmup_steps, note = fit_warmup(tc.warmup_steps, tc.steps, "warmup_steps")  # a short run still gets one
+    if note:
+        print(f"note: {note}")
     task = Seq2SeqTask(tc.task, tc.n_symbols, tc.min_len, tc.max_len)
     cfg = dataclass_from_args(EncoderDecoderConfig, args, src_vocab_size=task.vocab_size,
                               tgt_vocab_size=task.vocab_size, max_len=task.target_len, seed=tc.seed)
@@ -149,4 +155,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -2,7 +2,8 @@
 
 from .batches import BatchSampler, train_val_split
 from .corpora import stdlib_corpus
+from .text_files import check_long_enough, read_corpus
 from .tokenizers import ByteTokenizer, CharTokenizer, tokenizer_from_dict
 
-__all__ = ["BatchSampler", "ByteTokenizer", "CharTokenizer", "stdlib_corpus", "tokenizer_from_dict",
-           "train_val_split"]
+__all__ = ["BatchSampler", "ByteTokenizer", "CharTokenizer", "check_long_enough", "read_corpus", "stdlib_corpus",
+           "tokenizer_from_dict", "train_val_split"]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..config_dicts import checked_fields
 from .tiers import check_kernels_field
+
+# fields a checkpoint written before they existed may lack (each then takes its default)
+FIELDS_ADDED_LATER = ("kernels",)
 
 FFN_KINDS = ("relu", "gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
@@ -86,12 +90,10 @@ class GPTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"GPTConfig: unknown keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "GPTConfig") -> "GPTConfig":
+        """The config saved by ``to_dict`` (in a checkpoint, say): every field is checked (a mapping, no unknown or
+        missing field, each of its type) before anything is built; errors name ``where`` and the field."""
+        return cls(**checked_fields(cls, d, where, optional=FIELDS_ADDED_LATER))
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "GPTConfig":

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
+from ..config_dicts import checked_fields
 from ..kernels import ops
 from ..nn import (
     Dropout,
@@ -35,6 +36,7 @@ from ..nn import (
     padding_mask,
 )
 from ..nn import init as nn_init
+from .config import FIELDS_ADDED_LATER
 from .tiers import check_kernels_field, runs_in_config_tier
 
 FFN_KINDS = ("relu", "gelu", "swiglu")
@@ -63,13 +65,9 @@ def check_common(cfg, int_fields, problems: list) -> None:
     check_kernels_field(cfg.kernels, problems)
 
 
-def config_from_dict(cls, d: dict):
-    """Build a config dataclass from a dict, refusing unknown keys with the list of valid ones."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown keys {unknown}; valid keys are {sorted(known)}")
-    return cls(**d)
+def config_from_dict(cls, d: dict, where: str | None = None):
+    """Build a config dataclass from a dict (a checkpoint's), every field checked first (npformer.config_dicts)."""
+    return cls(**checked_fields(cls, d, where or cls.__name__, optional=FIELDS_ADDED_LATER))
 
 
 @dataclass
@@ -126,8 +124,8 @@ class EncoderConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EncoderConfig":
-        return config_from_dict(cls, d)
+    def from_dict(cls, d: dict, where: str | None = None) -> "EncoderConfig":
+        return config_from_dict(cls, d, where)
 
 
 def check_ids(op: str, ids, vocab_size: int, like):

@@ -102,8 +102,8 @@ class EncoderDecoderConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EncoderDecoderConfig":
-        return config_from_dict(cls, d)
+    def from_dict(cls, d: dict, where: str | None = None) -> "EncoderDecoderConfig":
+        return config_from_dict(cls, d, where)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "EncoderDecoderConfig":

@@ -39,3 +39,60 @@ def dataclass_from_args(cls, args: argparse.Namespace, **extra):
     values = {k: v for k, v in vars(args).items() if k in names}
     values.update(extra)
     return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one clean entry for every script: a user's mistake is one line and exit code 2, never a traceback
+# ---------------------------------------------------------------------------------------------------------------
+USAGE_ERROR = 2  # the exit code of a mistake in what the user asked for (argparse uses it too)
+INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C
+
+
+def expected_errors() -> tuple[type, ...]:
+    """What a user's mistake raises: bad values, bad types, missing or unreadable files, undecodable text,
+    npformer's own errors (a backend that cannot be used, a checkpoint that will not load, a diverged run)."""
+    from ..backend import BackendError
+    from .trainer import TrainingDiverged  # CheckpointError is a ValueError
+
+    return (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+            BackendError, TrainingDiverged)
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an expected error: its message, without the exception's class name or errno."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename!r}: {exc.strerror.lower()}"
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())  # one line, whatever the message's own layout
+
+
+def run_script(main, argv=None, hints: dict | None = None) -> int:
+    """Run a script's ``main(argv)`` and return its exit code: 0 (or what main returns) on success; for an expected
+    error one line ``error: ...`` on stderr (then, where ``hints`` maps the error's type to advice, a line saying
+    what to do) and exit code 2. Unexpected errors keep their traceback, and ``--debug`` keeps it for every error.
+    A Ctrl-C that main does not handle itself ends with one line and code 130."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except expected_errors() as exc:
+        if debug:
+            raise
+        print(f"error: {describe(exc)}", file=sys.stderr)
+        for kind, hint in (hints or {}).items():
+            if isinstance(exc, kind):
+                print(hint, file=sys.stderr)
+                break
+        return USAGE_ERROR
+    return 0 if code is None else int(code) if isinstance(code, int) else 0

@@ -13,7 +13,6 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,8 +20,9 @@ from .. import backend
 from ..data import BatchSampler
 from ..kernels import use_kernels
 from ..nn import Dropout
-from ..parallel import PARALLEL_MODES, data_parallel, default_workers
+from ..parallel import data_parallel, default_workers
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .optim import AdamW, clip_grad_norm, param_groups
 from .schedules import constant, warmup_cosine
 
@@ -30,50 +30,6 @@ from .schedules import constant, warmup_cosine
 class TrainingDiverged(RuntimeError):
     """The loss (or the gradient norm) stopped being finite; the message names the step and the last good
     checkpoint."""
-
-
-@dataclass
-class TrainConfig:
-    """How to train (nanoGPT's train.py defaults, scaled to a CPU)."""
-
-    max_iters: int = 2000
-    batch_size: int = 12
-    grad_accum: int = 1
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    lr_decay_iters: int | None = None  # None: = max_iters
-    decay_lr: bool = True
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # 0 disables clipping
-    eval_interval: int = 250
-    eval_iters: int = 20
-    log_interval: int = 10
-    out_dir: str | None = None  # checkpoints and loss history go here; None: nothing written
-    seed: int = 1337
-    quiet: bool = False
-    # model replicas training on slices of each batch at once, each on one core with one BLAS thread
-    # (npformer.parallel: worker processes on Linux, threads elsewhere or with parallel="threads"); None: one
-    # per core on the NumPy backend. Results depend on the number (float rounding), so a resumed run continues
-    # bit for bit only with the same number.
-    workers: int | None = 1
-    parallel: str = "auto"  # with workers > 1: "threads", "processes", or "auto" (processes on Linux, else threads)
-
-    def validate(self) -> None:
-        problems = []
-        if self.parallel not in PARALLEL_MODES:
-            problems.append(f"parallel must be one of {PARALLEL_MODES}, got {self.parallel!r}")
-        if self.workers is not None and self.workers < 1:
-            problems.append(f"workers must be >= 1 or None (one per core), got {self.workers}")
-        for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0 or self.min_lr < 0:
-            problems.append("learning_rate must be > 0 and min_lr >= 0")
-        if problems:
-            raise ValueError("TrainConfig: " + "; ".join(problems))
 
 
 def _fmt_time(seconds: float) -> str:
@@ -93,8 +49,10 @@ class Trainer:
     HISTORY = "history.csv"
 
     def __init__(self, model, config: TrainConfig, train_ids, val_ids, meta: dict | None = None):
-        config.validate()
+        config, notes = config.fitted()  # a short run gets a schedule that fits it, and a note saying so
         self.model, self.cfg, self.meta = model, config, dict(meta or {})
+        for note in notes:
+            self._log(f"note: {note}")
         # loss / backward / drop_caches go through the runner: the model itself, or its replicas in parallel
         workers = default_workers() if config.workers is None else config.workers
         self.runner = data_parallel(model, min(workers, config.batch_size), config.parallel)  # no idle replicas
@@ -136,6 +94,8 @@ class Trainer:
         return [m.rng_state() for m in self.model.modules() if isinstance(m, Dropout)]
 
     def _set_dropout_states(self, states: list) -> None:
+        if not isinstance(states, list):
+            raise CheckpointError(f"dropout_rngs must be a list, got {type(states).__name__}")
         dropouts = [m for m in self.model.modules() if isinstance(m, Dropout)]
         if len(states) != len(dropouts):
             raise CheckpointError(f"checkpoint has {len(states)} dropout generator states, the model {len(dropouts)}")
@@ -146,6 +106,7 @@ class Trainer:
         path = self._path(self.CHECKPOINT)
         if path is None:
             return None
+        os.makedirs(self.cfg.out_dir, exist_ok=True)
         meta = dict(self.meta)
         meta.update(
             config=self.model.config.to_dict(),
@@ -173,13 +134,24 @@ class Trainer:
         if missing:
             raise CheckpointError(f"{path}: cannot resume training from it, it has no {', '.join(missing)} "
                                   "(was it written by another program?)")
-        self.model.load_state_dict(ckpt.params)
-        self.optimizer.load_state_dict(ckpt.optimizer)
-        self.step = int(meta["step"])
-        self.train_batches.load_state_dict(meta["train_sampler"])
-        self.val_batches.load_state_dict(meta["val_sampler"])
-        self._set_dropout_states(meta.get("dropout_rngs", []))
-        self.history = list(meta.get("history", []))
+        if not isinstance(meta["step"], int) or isinstance(meta["step"], bool) or meta["step"] < 0:
+            raise CheckpointError(f"{path}: step must be a non-negative integer, got {meta['step']!r}")
+        # each entry is checked by the object it restores; an error names the file and the entry (the trainer is
+        # then partly restored: build a new one)
+        for what, restore, state in (("parameters", self.model.load_state_dict, ckpt.params),
+                                     ("optimizer", self.optimizer.load_state_dict, ckpt.optimizer),
+                                     ("train_sampler", self.train_batches.load_state_dict, meta["train_sampler"]),
+                                     ("val_sampler", self.val_batches.load_state_dict, meta["val_sampler"]),
+                                     ("dropout_rngs", self._set_dropout_states, meta.get("dropout_rngs", []))):
+            try:
+                restore(state)
+            except CheckpointError:
+                raise
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise CheckpointError(f"{path}: {what}: {exc}") from None
+        self.step = meta["step"]
+        history = meta.get("history", [])
+        self.history = list(history) if isinstance(history, list) else []
         self.last_checkpoint_step = self._resumed_at = self.step
         saved_workers = meta.get("workers")
         if saved_workers is not None and saved_workers != self._workers_used():
