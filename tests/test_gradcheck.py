@@ -9,6 +9,7 @@ from npformer import backend
 from npformer.gradcheck import GradcheckError, check_gradients, check_layer
 from npformer.nn import Module, Parameter
 
+from .helpers import randomize_parameters
 from .strategies import GRAD_ATOL, GRAD_RTOL, normal_array, seeds
 
 
@@ -66,10 +67,14 @@ def test_fails_planted_bugs(bad, culprit, seed):
 
 
 def test_report_table_lists_every_tensor():
-    report = check_gradients(toy_forward, toy_backward, _inputs(0, 2, 2), wrt=("x", "w", "s"))
-    text = str(report)
-    for name in ("x", "w", "s", "PASSED", "max rel err"):
-        assert name in text
+    report = check_gradients(toy_forward, bad_factor, _inputs(0, 2, 2), wrt=("x", "w", "s"))
+    lines = str(report).splitlines()
+    assert lines[0].split()[:2] == ["tensor", "shape"] and "max rel err" in lines[0]
+    rows = [line.split() for line in lines[1:-1]]
+    assert [(r[0], r[-1]) for r in rows] == [("x", "ok"), ("w", "FAIL"), ("s", "ok")]  # one row per tensor
+    assert lines[-1].startswith("FAILED")
+    passed = check_gradients(toy_forward, toy_backward, _inputs(0, 2, 2), wrt=("x", "w", "s"))
+    assert str(passed).splitlines()[-1].startswith("PASSED")
 
 
 def test_inputs_are_not_modified():
@@ -113,8 +118,8 @@ class Scale(Module):
 def test_check_layer_passes_and_fails():
     with backend.float64():
         x = normal_array(0, (3, 4))
-        assert check_layer(Scale(4), x).passed
-        report = check_layer(Scale(4, bug=True), x)
+        assert check_layer(randomize_parameters(Scale(4), 1), x).passed
+        report = check_layer(randomize_parameters(Scale(4, bug=True), 1), x)
         assert [t.name for t in report.tensors if not t.passed] == ["a"]
 
 

@@ -10,23 +10,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npformer import backend
-from npformer.beam import beam_search, greedy_decode, length_penalty_factor
+from npformer.decode.beam import beam_search, greedy_decode, length_penalty_factor
 from npformer.models import EncoderDecoder, EncoderDecoderConfig
 
-from .strategies import seeds
-from .test_encoder import PAD, padded_ids
-from .test_encoder_decoder import seq2seq_configs
+from ..helpers import PAD, padded_ids, randomize_parameters
+from ..strategies import seeds, seq2seq_configs
 
 BOS, EOS = 1, 2
 
 
 def _model(config, seed, scale=0.7):
-    """A model with large random weights, so its outputs depend strongly on the input (and ties are rare)."""
-    model = EncoderDecoder(config)
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = backend.asarray(rng.standard_normal(p.shape) * scale)
-    return model
+    """A model with large random weights, each parameter its own draw, so its outputs depend strongly on the input
+    (and ties are rare)."""
+    return randomize_parameters(EncoderDecoder(config), seed, scale)
 
 
 def _src(config, seed, B, S):

@@ -1,8 +1,7 @@
-"""Generation: cached decoding equals full forward passes, the sampling filters, stop tokens, batches, crops, errors."""
+"""Generation: cached decoding equals full forward passes, the sampling filters, stop tokens, batches, crops, errors.
+(The cache itself is in test_kv_cache.py; examples/sample.py in tests/test_examples.py.)"""
 
 import contextlib
-import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -10,25 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npformer import backend
-from npformer.checkpoint import save_checkpoint
-from npformer.data import CharTokenizer
-from npformer.generate import filter_logits, generate, next_token_logits, sample_next
-from npformer.kv_cache import KVCache, kv_cache_nbytes, make_kv_caches
+from npformer.decode.generate import filter_logits, generate, next_token_logits, sample_next
+from npformer.decode.kv_cache import make_kv_caches
 from npformer.models import GPT, GPTConfig
 
-from .strategies import TOL, gpt_configs, seeds
-
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-
+from ..helpers import randomize_parameters
+from ..strategies import TOL, gpt_configs, seeds
 
 
 def _model(config, seed, scale=0.5):
-    """A GPT with larger weights than its 0.02 init, so every path (and every position) carries signal."""
-    model = GPT(config)
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = backend.asarray(rng.standard_normal(p.shape) * scale)
-    return model.eval()
+    """A GPT with every parameter drawn on its own, larger than its 0.02 init, so every path (and every position)
+    carries signal; in eval mode."""
+    return randomize_parameters(GPT(config), seed, scale).eval()
 
 
 def _tiny(positions="learned", vocab_size=7, block_size=8, n_kv_head=2, dtype="float64", seed=0, **kw):
@@ -101,48 +93,6 @@ def test_each_new_token_runs_one_position(xp_backend):
     seen.clear()
     generate(model, [1, 2, 3], max_new_tokens=4, seed=0, use_cache=False)
     assert seen == [(3, 0, False), (4, 0, False), (5, 0, False), (6, 0, False)]
-
-
-def test_kv_cache_buffers_views_and_errors(xp_backend):
-    cache = KVCache(2, 3, 5, 4, dtype="float64")
-    assert cache.k.shape == (2, 3, 5, 4) and cache.nbytes == 2 * 2 * 3 * 5 * 4 * 8
-    rng = np.random.default_rng(0)
-    k1, v1 = (backend.asarray(rng.standard_normal((2, 3, 2, 4))) for _ in range(2))
-    k_all, v_all = cache.update(k1, v1)
-    assert k_all.shape == (2, 3, 2, 4) and cache.length == 2
-    k2, v2 = (backend.asarray(rng.standard_normal((2, 3, 1, 4))) for _ in range(2))
-    k_all, v_all = cache.update(k2, v2)
-    np.testing.assert_array_equal(backend.to_numpy(k_all),
-                                  np.concatenate([backend.to_numpy(k1), backend.to_numpy(k2)], axis=2))
-    np.testing.assert_array_equal(backend.to_numpy(v_all)[:, :, 2:], backend.to_numpy(v2))
-    cache.k[0, 0, 0, 0] = 123.0  # update returned views of the buffers, not copies
-    assert backend.to_float(k_all[0, 0, 0, 0]) == 123.0
-    with pytest.raises(ValueError, match="KVCache: 3 new positions after 3 cached ones exceed max_len=5"):
-        cache.update(*(backend.asarray(np.zeros((2, 3, 3, 4))) for _ in range(2)))
-    with pytest.raises(ValueError, match=r"KVCache: k must be \(B, Hkv, T_new, D\)"):
-        cache.update(backend.asarray(np.zeros((2, 2, 1, 4))), backend.asarray(np.zeros((2, 2, 1, 4))))
-    with pytest.raises(TypeError, match="KVCache: k has dtype float32"):
-        cache.update(backend.asarray(np.zeros((2, 3, 1, 4), np.float32)),
-                     backend.asarray(np.zeros((2, 3, 1, 4), np.float32)))
-    cache.reset()
-    assert cache.length == 0
-    with pytest.raises(ValueError, match="KVCache: max_len must be a positive integer"):
-        KVCache(1, 1, 0, 4)
-
-
-@pytest.mark.parametrize("n_kv_head", [1, 2, 4])
-def test_cache_memory_shrinks_by_query_groups(xp_backend, n_kv_head):
-    """The cache stores Hkv heads: GQA/MQA caches are H / Hkv times smaller than multi-head attention's."""
-    def caches(hkv, dtype):
-        cfg = GPTConfig(vocab_size=5, block_size=16, n_layer=3, n_head=4, n_kv_head=hkv, n_embd=16)
-        model = GPT(cfg) if dtype == "float32" else GPT(cfg).astype(np.float64)
-        return make_kv_caches(model, 2, 16)
-
-    mha, grouped = kv_cache_nbytes(caches(4, "float32")), kv_cache_nbytes(caches(n_kv_head, "float32"))
-    assert mha == 3 * 2 * (2 * 4 * 16 * 4) * 4  # L x (k, v) x B Hkv max_len D x bytes
-    assert mha / grouped == 4 / n_kv_head
-    assert kv_cache_nbytes(caches(n_kv_head, "float64")) == 2 * grouped
-    assert caches(n_kv_head, "float64")[0].k.dtype == np.float64
 
 
 # -- sampling filters ------------------------------------------------------------------------------------------
@@ -325,47 +275,3 @@ def test_errors_are_clear(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         generate(_tiny(), **args)
-
-
-# -- examples/sample.py ------------------------------------------------------------------------------------------
-def _load_sample_script():
-    spec = importlib.util.spec_from_file_location("sample_script", os.path.join(ROOT, "examples", "sample.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _write_checkpoint(tmp_path, positions="learned"):
-    tok = CharTokenizer.from_text("hello world\n")
-    cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=6, n_layer=1, n_head=2, n_embd=8, positions=positions)
-    model = _model(cfg, 0)
-    path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, params=model.state_dict(), meta={"config": cfg.to_dict(), "tokenizer": tok.to_dict(),
-                                                           "step": 7})
-    return str(path)
-
-
-@pytest.mark.parametrize("positions", ["learned", "rope"])
-def test_sample_script_prints_samples(tmp_path, capsys, positions):
-    sample = _load_sample_script()
-    path = _write_checkpoint(tmp_path, positions)
-    argv = ["--checkpoint", path, "--prompt", "he", "--max-new-tokens", "9", "--temperature", "0"]
-    assert sample.main(argv + ["--num-samples", "2"]) == 0
-    cached = capsys.readouterr().out
-    assert "(step 7)" in cached and "---- sample 2 ----" in cached and "18 tokens in" in cached
-    texts = [chunk.split("\n---- ")[0] for chunk in cached.split("----\n")[1:3]]
-    assert all(t.startswith("he") and len(t) == 11 for t in texts), texts
-    assert sample.main(argv + ["--num-samples", "2", "--no-cache"]) == 0
-    plain = capsys.readouterr().out
-    assert [chunk.split("\n---- ")[0] for chunk in plain.split("----\n")[1:3]] == texts
-    assert sample.main(["--checkpoint", path, "--prompt", "he", "--max-new-tokens", "5", "--top-k", "0",
-                        "--top-p", "0.9", "--seed", "3", "--num-samples", "1", "--backend", "numpy"]) == 0
-
-
-def test_sample_script_errors(tmp_path, capsys):
-    sample = _load_sample_script()
-    assert sample.main(["--checkpoint", str(tmp_path / "missing.npz")]) == 2
-    assert "no such file" in capsys.readouterr().err
-    path = _write_checkpoint(tmp_path)
-    assert sample.main(["--checkpoint", path, "--prompt", "xyz"]) == 2
-    assert "'x'" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""Scaled dot-product attention (plain path): values against a loop reference, gradients against finite
-differences, and the properties attention must always have (causality, grouped heads, masks, no NaN, dtypes)."""
+"""Scaled dot-product attention, the reference pair (npformer.functional.attention): values against a loop
+reference, gradients against finite differences, what the cache holds, and the properties attention must always
+have (causality, grouped heads, masks, no NaN, dtypes)."""
 
 import math
 
@@ -13,76 +14,8 @@ from npformer import backend
 from npformer.functional.attention import attention_backward, attention_forward
 from npformer.gradcheck import check_gradients
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, normal_array, seeds
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# cases and a loop reference
-# ---------------------------------------------------------------------------------------------------------------
-@st.composite
-def attention_cases(draw, max_t=6, max_d=5, causal=None, mask=True, equal_t=False):
-    """A dict of host arrays and options: q (B,H,Tq,D), k, v (B,Hkv,Tk,D), mask, causal, scale.
-
-    Tq <= Tk when causal (the usual decoding layout); any Tq otherwise. Masks: None, a random boolean pattern of
-    a broadcastable shape (fully masked rows included when hypothesis draws them), or key padding (B,1,1,Tk).
-    """
-    B = draw(st.integers(1, 2))
-    Hkv = draw(st.integers(1, 3))
-    H = Hkv * draw(st.integers(1, 3))
-    Tk = draw(st.integers(1, max_t))
-    causal = draw(st.booleans()) if causal is None else causal
-    Tq = Tk if equal_t else draw(st.integers(1, Tk if causal else max_t))
-    D = draw(st.integers(1, max_d))
-    seed = draw(seeds())
-    kind = draw(st.sampled_from(["none", "pattern", "padding"])) if mask else "none"
-    m = None
-    if kind == "pattern":
-        full = (B, H, Tq, Tk)
-        keep = draw(st.lists(st.booleans(), min_size=4, max_size=4))
-        shape = tuple(n if kept else 1 for n, kept in zip(full, keep))
-        shape = shape[draw(st.integers(0, 2)):]  # fewer leading axes broadcast too
-        m = draw(hnp.arrays(np.bool_, shape))
-    elif kind == "padding":
-        lengths = draw(st.lists(st.integers(0, Tk), min_size=B, max_size=B))
-        m = (np.arange(Tk)[None, :] < np.array(lengths)[:, None]).reshape(B, 1, 1, Tk)
-    scale = draw(st.one_of(st.none(), st.floats(0.1, 2.0)))
-    return dict(q=normal_array(seed, (B, H, Tq, D)), k=normal_array(seed + 1, (B, Hkv, Tk, D)),
-                v=normal_array(seed + 2, (B, Hkv, Tk, D)), mask=m, causal=causal, scale=scale)
-
-
-def on_backend(case):
-    """Move a case's arrays to the active backend."""
-    return {name: backend.asarray(a) if isinstance(a, np.ndarray) else a for name, a in case.items()}
-
-
-def allowed_matrix(B, H, Tq, Tk, mask, causal):
-    allowed = np.ones((B, H, Tq, Tk), dtype=bool)
-    if mask is not None:
-        allowed &= np.broadcast_to(mask, allowed.shape)
-    if causal:
-        allowed &= np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq)
-    return allowed
-
-
-def reference_attention(q, k, v, mask=None, causal=False, scale=None):
-    """Row by row, in float64, with kv heads repeated explicitly: the definition, not the implementation."""
-    q, k, v = (np.asarray(backend.to_numpy(a), dtype=np.float64) for a in (q, k, v))
-    B, H, Tq, D = q.shape
-    Tk, G = k.shape[2], H // k.shape[1]
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
-    allowed = allowed_matrix(B, H, Tq, Tk, None if mask is None else backend.to_numpy(mask), causal)
-    out = np.zeros((B, H, Tq, D))
-    for b in range(B):
-        for h in range(H):
-            for i in range(Tq):
-                keys = np.flatnonzero(allowed[b, h, i])
-                if keys.size == 0:
-                    continue
-                s = np.array([scale * q[b, h, i] @ k[b, h // G, j] for j in keys])
-                w = np.exp(s - s.max())
-                w /= w.sum()
-                out[b, h, i] = w @ v[b, h // G, keys]
-    return out
+from ..helpers import ATTENTION_BAD_INPUTS, allowed_matrix, on_backend, reference_attention
+from ..strategies import GRAD_ATOL, GRAD_RTOL, TOL, attention_cases, normal_array
 
 
 def assert_close(actual, expected, dtype=np.float64, what=""):
@@ -116,6 +49,25 @@ def test_inputs_are_not_modified(xp_backend):
     attention_backward(backend.asarray(normal_array(3, out.shape)), cache)
     for n, a in case.items():
         np.testing.assert_array_equal(backend.to_numpy(a), before[n])
+
+
+@given(attention_cases())
+def test_cache_holds_repeated_kv_heads_and_the_probabilities(xp_backend, case):
+    """The reference cache: q, k and v repeated to one head per query head, and P (softmax.y) with zeros where a
+    score is not allowed and rows summing to one (zero for a row with nothing to attend to), out = P V."""
+    out, cache = attention_forward(**on_backend(case))
+    q, k, v = case["q"], case["k"], case["v"]
+    B, H, Tq, D = q.shape
+    Tk, G = k.shape[2], H // k.shape[1]
+    np.testing.assert_array_equal(backend.to_numpy(cache.q), q)
+    np.testing.assert_array_equal(backend.to_numpy(cache.k), np.repeat(k, G, axis=1))
+    np.testing.assert_array_equal(backend.to_numpy(cache.v), np.repeat(v, G, axis=1))
+    assert (cache.spec.B, cache.spec.H, cache.spec.G, cache.spec.Tq, cache.spec.Tk) == (B, H, G, Tq, Tk)
+    p = backend.to_numpy(cache.softmax.y)
+    allowed = allowed_matrix(B, H, Tq, Tk, case["mask"], case["causal"])
+    assert p.shape == (B, H, Tq, Tk) and np.all(p[~allowed] == 0.0) and np.all(p >= 0.0)
+    assert_close(p.sum(axis=-1), allowed.any(axis=-1).astype(np.float64))
+    assert_close(out, p @ np.repeat(v, G, axis=1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,7 +147,7 @@ def test_padding_keys_get_zero_weight(xp_backend, case, data):
     out, cache = attention_forward(*map(backend.asarray, (q, k, v)), mask=mask, causal=case["causal"])
     out2, _ = attention_forward(*map(backend.asarray, (q, k2, v2)), mask=mask, causal=case["causal"])
     np.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(out2))
-    p = backend.to_numpy(cache.p)
+    p = backend.to_numpy(cache.softmax.y)  # P (B, H, Tq, Tk)
     assert np.all(p.transpose(0, 3, 1, 2)[pad] == 0.0)
     _, dk, dv = attention_backward(backend.asarray(normal_array(1, out.shape)), cache)
     assert np.all(backend.to_numpy(dk).transpose(0, 2, 1, 3)[pad] == 0.0)
@@ -253,7 +205,7 @@ def test_float32_stays_float32(xp_backend, case):
     dout = normal_array(4, out.shape)
     grads = attention_backward(backend.asarray(dout, dtype=np.float32), cache)
     assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
-    assert cache.p.dtype == np.float32
+    assert all(a.dtype == np.float32 for a in (cache.q, cache.k, cache.v, cache.softmax.y))
     out64, cache64 = attention_forward(**on_backend(case))
     grads64 = attention_backward(backend.asarray(dout), cache64)
     assert out64.dtype == np.float64 and all(g.dtype == np.float64 for g in grads64)
@@ -265,35 +217,7 @@ def test_float32_stays_float32(xp_backend, case):
 # ---------------------------------------------------------------------------------------------------------------
 # bad inputs
 # ---------------------------------------------------------------------------------------------------------------
-def _arr(*shape, dtype=np.float64):
-    return np.zeros(shape, dtype=dtype)
-
-
-BAD_INPUTS = [
-    (dict(q=_arr(2, 4, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8)), ValueError, r"q must be 4-D"),
-    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 4, 8)), ValueError, r"k has shape .* but v"),
-    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 6), v=_arr(2, 4, 3, 6)), ValueError,
-     r"q has head size D=8 but k and v have D=6"),
-    (dict(q=_arr(2, 4, 5, 8), k=_arr(3, 4, 3, 8), v=_arr(3, 4, 3, 8)), ValueError,
-     r"q has batch size 2 but k and v have 3"),
-    (dict(q=_arr(2, 8, 5, 8), k=_arr(2, 3, 3, 8), v=_arr(2, 3, 3, 8)), ValueError,
-     r"k has 3 heads, which does not divide q's 8 heads"),
-    (dict(q=_arr(2, 4, 5, 8, dtype=np.float32), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8)), TypeError,
-     r"q, k and v must share one dtype"),
-    (dict(q=_arr(2, 4, 5, 8, dtype=np.int64), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8)), TypeError,
-     r"q must be a float array"),
-    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8), mask=np.ones((2, 1, 5, 4), dtype=bool)),
-     ValueError, r"mask of shape \(2, 1, 5, 4\) does not broadcast to \(B, H, Tq, Tk\) = \(2, 4, 5, 3\)"),
-    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8), mask=np.ones((1, 2, 1, 5, 3), dtype=bool)),
-     ValueError, r"mask of shape .* does not broadcast"),
-    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8), mask=np.ones((5, 3))), TypeError,
-     r"mask must be boolean"),
-    (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8), scale=float("nan")), ValueError,
-     r"scale must be finite"),
-]
-
-
-@pytest.mark.parametrize("inputs, error, message", BAD_INPUTS)
+@pytest.mark.parametrize("inputs, error, message", ATTENTION_BAD_INPUTS)
 def test_bad_inputs_raise_clear_errors(xp_backend, inputs, error, message):
     with pytest.raises(error, match=r"^attention: " + message):
         attention_forward(**on_backend(inputs))

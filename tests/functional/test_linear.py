@@ -10,7 +10,7 @@ from npformer import backend
 from npformer import functional as F
 from npformer.gradcheck import check_gradients
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, normal_array, seeds, shapes
+from ..strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, normal_array, seeds, shapes
 
 # The xp_backend fixture is per test, not per example: that is what we want (one backend for all examples).
 DTYPES = [np.float32, np.float64]

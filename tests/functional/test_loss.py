@@ -12,7 +12,7 @@ from npformer import backend
 from npformer import functional as F
 from npformer.gradcheck import check_gradients
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, normal_array, seeds, shapes
+from ..strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, normal_array, seeds, shapes
 
 DTYPES = [np.float32, np.float64]
 IGNORE = -100

@@ -10,7 +10,7 @@ from npformer import backend
 from npformer import functional as F
 from npformer.gradcheck import check_gradients
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, floats_array, normal_array, seeds, shapes
+from ..strategies import GRAD_ATOL, GRAD_RTOL, TOL, dims, floats_array, normal_array, seeds, shapes
 
 DTYPES = [np.float32, np.float64]
 
@@ -26,8 +26,9 @@ def x_shapes():
 @given(data=st.data(), shape=x_shapes().filter(lambda s: s[-1] >= 2))
 def test_layernorm_output_is_standardised(xp_backend, data, shape):
     x = data.draw(floats_array(shape, bound=100.0))
-    # a row must not be (nearly) constant: its spread must dominate eps = 1e-5
-    assume(np.all(x.std(axis=-1) > 1e-2))
+    # a row must not be (nearly) constant: its variance must dominate eps = 1e-5 (std 0.2: eps's share of the
+    # variance below is at most 2.5e-4, inside the rtol of 1e-3 of the last check)
+    assume(np.all(x.std(axis=-1) > 0.2))
     c = shape[-1]
     y, _ = F.layernorm_forward(backend.asarray(x), backend.asarray(np.ones(c)), backend.asarray(np.zeros(c)))
     y = backend.to_numpy(y)

@@ -11,7 +11,7 @@ from npformer import backend
 from npformer.functional.positions import rope_backward, rope_forward, sinusoidal_positions
 from npformer.gradcheck import check_gradients
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, TOL, normal_array, seeds
+from ..strategies import GRAD_ATOL, GRAD_RTOL, TOL, normal_array, seeds
 
 
 def even_dims(max_half=4):

@@ -11,41 +11,8 @@ from npformer.gradcheck import check_model
 from npformer.models import Encoder, EncoderConfig, mask_tokens
 from npformer.models.encoder import IGNORE_INDEX
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, seeds
-
-PAD = 0
-
-
-@st.composite
-def encoder_configs(draw, n_classes=None):
-    n_head = draw(st.integers(1, 2))
-    return EncoderConfig(
-        vocab_size=draw(st.integers(3, 7)), max_len=8, n_layer=draw(st.integers(1, 2)), n_head=n_head,
-        n_embd=n_head * draw(st.sampled_from([2, 4])), ffn_hidden=draw(st.integers(1, 5)),
-        ffn_kind=draw(st.sampled_from(["relu", "gelu", "swiglu"])),
-        norm=draw(st.sampled_from(["layernorm", "rmsnorm"])), norm_placement=draw(st.sampled_from(["pre", "post"])),
-        positions=draw(st.sampled_from(["learned", "sinusoidal"])), scale_embeddings=draw(st.booleans()),
-        bias=draw(st.booleans()), dropout=0.0, pad_id=PAD, mlm_head=True,
-        n_classes=draw(st.integers(1, 3)) if n_classes is None else n_classes,
-        pooling=draw(st.sampled_from(["first", "mean"])), attn_impl=draw(st.sampled_from(["plain", "flash"])),
-        seed=draw(st.integers(0, 100)),
-    )
-
-
-def padded_ids(rng, B, T, vocab_size, min_len=1):
-    """(B, T) ids with real tokens in [1, V) and uneven right padding (every row keeps >= min_len tokens)."""
-    ids = rng.integers(1, vocab_size, size=(B, T))
-    lengths = rng.integers(min_len, T + 1, size=B)
-    lengths[0] = T  # one full row, so T is really used
-    ids[np.arange(T)[None, :] >= lengths[:, None]] = PAD
-    return ids, lengths
-
-
-def _randomize(model, seed, scale=0.5):
-    """Larger weights than the init so every path carries signal in a gradient check."""
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = backend.asarray(rng.standard_normal(p.shape) * scale)
+from ..helpers import PAD, padded_ids, randomize_parameters
+from ..strategies import GRAD_ATOL, GRAD_RTOL, encoder_configs, seeds
 
 
 @given(encoder_configs(), st.integers(1, 3), st.integers(1, 5), seeds(), st.sampled_from(["mlm", "cls"]))
@@ -54,7 +21,7 @@ def test_whole_encoder_gradients_on_padded_batches(xp_backend, config, B, T, see
     MLM head and the classification head, on batches with uneven padding."""
     with backend.float64():
         model = Encoder(config)
-        _randomize(model, seed)
+        randomize_parameters(model, seed)
         rng = np.random.default_rng(seed)
         ids, _ = padded_ids(rng, B, T, config.vocab_size)
         ids = backend.asarray(ids)
@@ -81,7 +48,7 @@ def test_extra_padding_changes_nothing_at_real_positions(xp_backend, config, B, 
     logits (both poolings) unchanged."""
     with backend.float64():
         model = Encoder(config)
-        _randomize(model, seed)
+        randomize_parameters(model, seed)
         ids, lengths = padded_ids(np.random.default_rng(seed), B, T, config.vocab_size)
         longer = np.concatenate([ids, np.full((B, extra), PAD)], axis=1)
         h_short = backend.to_numpy(model.hidden_states(backend.asarray(ids)))
@@ -103,7 +70,7 @@ def test_encoder_positions_see_later_tokens(xp_backend, config, T, seed):
     config = EncoderConfig.from_dict({**config.to_dict(), "n_embd": 4 * config.n_head, "ffn_kind": "gelu"})
     with backend.float64():
         model = Encoder(config)
-        _randomize(model, seed)
+        randomize_parameters(model, seed)
         ids = np.random.default_rng(seed).integers(1, config.vocab_size, size=(1, T))
         other = ids.copy()
         other[0, -1] = 1 + ids[0, -1] % (config.vocab_size - 1)  # a different real token
@@ -173,8 +140,10 @@ def test_config_and_input_errors_are_named():
         EncoderConfig(pooling="max")
     with pytest.raises(ValueError, match="pad_id"):
         EncoderConfig(vocab_size=4, pad_id=4)
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown field"):
         EncoderConfig.from_dict({"n_layers": 2})
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        EncoderConfig(kernels="turbo")
     model = Encoder(EncoderConfig(vocab_size=5, max_len=4, n_layer=1, n_head=1, n_embd=4))
     with pytest.raises(ValueError, match="exceed max_len"):
         model.hidden_states(np.ones((1, 5), dtype=np.int64))

@@ -9,34 +9,10 @@ from hypothesis import strategies as st
 from npformer import backend
 from npformer.gradcheck import check_model
 from npformer.models import EncoderDecoder, EncoderDecoderConfig
-from npformer.schedules import inverse_sqrt
+from npformer.train.schedules import inverse_sqrt
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, seeds
-from .test_encoder import PAD, padded_ids
-
-
-@st.composite
-def seq2seq_configs(draw):
-    n_head = draw(st.integers(1, 2))
-    share = draw(st.booleans())
-    src_vocab = draw(st.integers(3, 6))
-    return EncoderDecoderConfig(
-        src_vocab_size=src_vocab, tgt_vocab_size=src_vocab if share else draw(st.integers(3, 6)), max_len=8,
-        n_encoder_layer=draw(st.integers(1, 2)), n_decoder_layer=draw(st.integers(1, 2)), n_head=n_head,
-        n_embd=n_head * draw(st.sampled_from([2, 4])), ffn_hidden=draw(st.integers(1, 5)),
-        ffn_kind=draw(st.sampled_from(["relu", "gelu", "swiglu"])),
-        norm=draw(st.sampled_from(["layernorm", "rmsnorm"])), norm_placement=draw(st.sampled_from(["pre", "post"])),
-        positions=draw(st.sampled_from(["learned", "sinusoidal"])), scale_embeddings=draw(st.booleans()),
-        bias=draw(st.booleans()), dropout=0.0, label_smoothing=draw(st.sampled_from([0.0, 0.1])),
-        share_embeddings=share, tie_output=draw(st.booleans()), pad_id=PAD,
-        attn_impl=draw(st.sampled_from(["plain", "flash"])), seed=draw(st.integers(0, 100)),
-    )
-
-
-def _randomize(model, seed, scale=0.5):
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = backend.asarray(rng.standard_normal(p.shape) * scale)
+from ..helpers import PAD, padded_ids, randomize_parameters
+from ..strategies import GRAD_ATOL, GRAD_RTOL, seeds, seq2seq_configs
 
 
 def _batch(rng, config, B, S, T):
@@ -54,7 +30,7 @@ def test_whole_model_gradients_on_padded_batches(xp_backend, config, B, S, T, se
     (normwise rel. error < 1e-6); the encoder's gradient is the sum over every decoder layer's cross-attention."""
     with backend.float64():
         model = EncoderDecoder(config)
-        _randomize(model, seed)
+        randomize_parameters(model, seed)
         src, tgt_in, tgt_out, _ = (backend.asarray(a) for a in _batch(np.random.default_rng(seed), config, B, S, T))
 
         def loss_fn():
@@ -70,7 +46,7 @@ def test_extra_padding_changes_nothing_at_real_positions(xp_backend, config, B, 
     target position; the loss is unchanged by either."""
     with backend.float64():
         model = EncoderDecoder(config)
-        _randomize(model, seed)
+        randomize_parameters(model, seed)
         src, tgt_in, tgt_out, lengths = _batch(np.random.default_rng(seed), config, B, S, T)
         more = np.full((B, extra), PAD)
         src_long = np.concatenate([src, more], axis=1)
@@ -97,7 +73,7 @@ def test_decoder_positions_do_not_see_later_targets(xp_backend, config, T, data,
     config = EncoderDecoderConfig.from_dict({**config.to_dict(), "n_embd": 4 * config.n_head, "ffn_kind": "gelu"})
     with backend.float64():
         model = EncoderDecoder(config)
-        _randomize(model, seed)
+        randomize_parameters(model, seed)
         rng = np.random.default_rng(seed)
         src = backend.asarray(rng.integers(1, config.src_vocab_size, size=(1, 3)))
         tgt = rng.integers(1, config.tgt_vocab_size, size=(1, T))
@@ -115,7 +91,7 @@ def test_every_target_position_sees_the_whole_source(xp_backend, config, seed):
     config = EncoderDecoderConfig.from_dict({**config.to_dict(), "n_embd": 4 * config.n_head, "ffn_kind": "gelu"})
     with backend.float64():
         model = EncoderDecoder(config)
-        _randomize(model, seed)
+        randomize_parameters(model, seed)
         rng = np.random.default_rng(seed)
         src = rng.integers(1, config.src_vocab_size, size=(1, 4))
         other = src.copy()
@@ -167,8 +143,10 @@ def test_config_and_input_errors_are_named():
         EncoderDecoderConfig(label_smoothing=1.5)
     with pytest.raises(ValueError, match="pad_id"):
         EncoderDecoderConfig(src_vocab_size=5, tgt_vocab_size=3, pad_id=4)
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown field"):
         EncoderDecoderConfig.from_dict({"n_layer": 2})
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        EncoderDecoderConfig(kernels="turbo")
     model = EncoderDecoder(EncoderDecoderConfig(src_vocab_size=5, tgt_vocab_size=4, max_len=4, n_encoder_layer=1,
                                                 n_decoder_layer=1, n_head=1, n_embd=4))
     src = np.array([[1, 2]])

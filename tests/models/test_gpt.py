@@ -10,32 +10,24 @@ from hypothesis import strategies as st
 from npformer import backend
 from npformer.gradcheck import check_model
 from npformer.models import GPT, GPTConfig
-from npformer.nn import Dropout
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, gpt_configs, seeds
-
-
-def _reseed_dropout(model):
-    """The same dropout masks on every forward, so finite differences see one fixed function."""
-    for m in model.modules():
-        if isinstance(m, Dropout):
-            m.seeds = np.random.default_rng(m.seed)
+from ..helpers import randomize_parameters, reseed_dropout
+from ..strategies import GRAD_ATOL, GRAD_RTOL, gpt_configs, seeds
 
 
 @given(gpt_configs(), st.integers(1, 2), seeds())
 def test_whole_model_gradients(xp_backend, config, B, seed):
-    """Every parameter's gradient matches central differences (float64, normwise rel. error < 1e-6)."""
+    """Every parameter's gradient matches central differences (float64, normwise rel. error < 1e-6), every
+    parameter (norm weights and biases included) drawn on its own, so no two same-shaped ones are equal."""
     with backend.float64():
-        model = GPT(config)
-        for p in model.parameters():  # larger weights than 0.02 so every path carries signal
-            p.data[...] = backend.asarray(np.random.default_rng(seed).standard_normal(p.shape) * 0.5)
+        model = randomize_parameters(GPT(config), seed)
         rng = np.random.default_rng(seed)
         T = config.block_size
         idx = backend.asarray(rng.integers(0, config.vocab_size, size=(B, T)))
         targets = backend.asarray(rng.integers(0, config.vocab_size, size=(B, T)))
 
         def loss_fn():
-            _reseed_dropout(model)
+            reseed_dropout(model)
             return model.loss(idx, targets)
 
         report = check_model(loss_fn, model.backward, model.named_parameters(), rtol=GRAD_RTOL, atol=GRAD_ATOL)
@@ -92,8 +84,11 @@ def test_presets_and_config_errors():
         GPTConfig(n_embd=24, n_head=6, n_kv_head=4)
     with pytest.raises(ValueError, match="ffn_kind must be one of"):
         GPTConfig(ffn_kind="tanh")
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown field"):
         GPTConfig.from_dict({"n_layers": 3})
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        GPTConfig(kernels="turbo")
+
 
 
 def test_bad_inputs_are_named():
@@ -120,7 +115,7 @@ def test_recompute_gives_identical_gradients(config, seed):
     results = []
     for recompute in (False, True):
         config.recompute = recompute
-        model = GPT(config)
+        model = randomize_parameters(GPT(config), seed)
         loss = model.loss(idx, tgt)
         if recompute:
             assert all(block._cache_inputs is not None and block.attn._cache is None for block in model.blocks)

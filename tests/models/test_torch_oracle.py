@@ -8,18 +8,22 @@ from hypothesis import strategies as st
 
 from npformer import backend
 from npformer.models import GPT, GPTConfig
-from npformer.optim import AdamW, param_groups
+from npformer.train.optim import AdamW, param_groups
 
 torch = pytest.importorskip("torch")
-from .torch_gpt import TorchGPT  # noqa: E402
+from ..helpers import randomize_parameters  # noqa: E402
+from ..torch_gpt import TorchGPT  # noqa: E402
 
 # float64 on both sides: agreement to ~1e-10 relative is expected; 1e-8 leaves room for summation order.
 RTOL = 1e-8
 
 
-def _pair(V, T, L, H, C, bias=True):
+def _pair(V, T, L, H, C, bias=True, seed=0):
+    """Our GPT with every parameter drawn on its own (norm weights and biases too, not ones and zeros, so a
+    wrong mapping between same-shaped parameters shows) and torch's with the same values."""
     with backend.float64():
         ours = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=C, bias=bias))
+        randomize_parameters(ours, seed, scale=0.3)
     theirs = TorchGPT(V, T, L, H, C, bias=bias).double()
     theirs.load_from_npformer(ours.state_dict(), L)
     return ours, theirs
@@ -31,7 +35,7 @@ def _pair(V, T, L, H, C, bias=True):
 def test_gpt_matches_torch(V, T, L, HC, seed, bias):
     """With and without biases (nanoGPT's train.py defaults to none)."""
     H, C = HC
-    ours, theirs = _pair(V, T, L, H, C, bias)
+    ours, theirs = _pair(V, T, L, H, C, bias, seed)
     assert len(theirs.name_map(L)) == len(dict(ours.named_parameters()))
     rng = np.random.default_rng(seed)
     idx, tgt = rng.integers(0, V, size=(2, T)), rng.integers(0, V, size=(2, T))

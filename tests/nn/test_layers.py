@@ -1,4 +1,6 @@
-"""Every layer's backward against finite differences (float64), plus layer-level properties."""
+"""Every layer's backward against finite differences (float64), in either kernel tier, with every parameter
+drawn at random (tests/helpers.randomize_parameters); plus layer-level properties and errors.
+(Module's own machinery, state dicts and caches, is in test_module.py.)"""
 
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ from hypothesis import strategies as st
 
 from npformer import backend
 from npformer.gradcheck import check_layer, check_model
+from npformer.kernels import KERNEL_TIERS, use_kernels
 from npformer.nn import (
     Embedding,
     FeedForward,
@@ -18,7 +21,8 @@ from npformer.nn import (
     padding_mask,
 )
 
-from .strategies import GRAD_ATOL, GRAD_RTOL, dims, normal_array, seeds
+from ..helpers import randomize_parameters
+from ..strategies import GRAD_ATOL, GRAD_RTOL, dims, normal_array, seeds
 
 # Tolerance: normwise relative error of every gradient below GRAD_RTOL = 1e-6 (float64, eps = 1e-6).
 TOL = dict(rtol=GRAD_RTOL, atol=GRAD_ATOL)
@@ -28,38 +32,40 @@ def _x(seed, *shape):
     return backend.asarray(normal_array(seed, shape))
 
 
-@given(seeds(), dims(), dims(), dims(), st.booleans())
-def test_linear_gradients(xp_backend, seed, B, c_in, c_out, bias):
-    with backend.float64():
-        layer = Linear(c_in, c_out, bias=bias, std=0.5, rng=seed)
+def tiers():
+    return st.sampled_from(KERNEL_TIERS)
+
+
+@given(seeds(), dims(), dims(), dims(), st.booleans(), tiers())
+def test_linear_gradients(xp_backend, seed, B, c_in, c_out, bias, tier):
+    with backend.float64(), use_kernels(tier):
+        layer = randomize_parameters(Linear(c_in, c_out, bias=bias), seed)  # the bias too, not its zeros
         check_layer(layer, _x(seed, B, 2, c_in), **TOL).assert_ok()
 
 
-@given(seeds(), dims(1, 6), dims(1, 4), dims(1, 3), dims(1, 3))
-def test_embedding_gradient_accumulates_repeats(xp_backend, seed, V, C, B, T):
-    with backend.float64():
-        layer = Embedding(V, C, std=1.0, rng=seed)
+@given(seeds(), dims(1, 6), dims(1, 4), dims(1, 3), dims(1, 3), tiers())
+def test_embedding_gradient_accumulates_repeats(xp_backend, seed, V, C, B, T, tier):
+    with backend.float64(), use_kernels(tier):
+        layer = randomize_parameters(Embedding(V, C), seed)
         ids = backend.asarray(np.random.default_rng(seed).integers(0, V, size=(B, T)))
         dy = backend.asarray(normal_array(seed + 1, (B, T, C)))
         check_model(lambda: (layer.forward(ids) * dy).sum(), lambda: layer.backward(dy),
                     layer.named_parameters(), **TOL).assert_ok()
 
 
-@given(seeds(), dims(), dims(2, 6), st.sampled_from(["layer", "rms"]), st.booleans())
-def test_norm_layers(xp_backend, seed, B, C, kind, bias):
-    with backend.float64():
+@given(seeds(), dims(), dims(2, 6), st.sampled_from(["layer", "rms"]), st.booleans(), tiers())
+def test_norm_layers(xp_backend, seed, B, C, kind, bias, tier):
+    with backend.float64(), use_kernels(tier):
         layer = LayerNorm(C, bias=bias) if kind == "layer" else RMSNorm(C)
-        for p in layer.parameters():  # not the trivial ones/zeros, so a wrong dw/db term shows
-            p.data[...] = backend.asarray(normal_array(seed + 7, p.shape))
+        randomize_parameters(layer, seed)  # not the trivial ones/zeros, and w != b, so a wrong dw/db term shows
         check_layer(layer, _x(seed, B, 3, C), **TOL).assert_ok()
 
 
-@given(seeds(), dims(), dims(1, 3), dims(1, 4), st.sampled_from(["relu", "gelu", "swiglu"]), st.booleans())
-def test_feedforward(xp_backend, seed, B, T, C, kind, bias):
-    with backend.float64():
-        layer = FeedForward(C, 3, kind=kind, bias=bias, proj_std=0.5, rng=seed)
-        for p in layer.parameters():
-            p.data[...] = backend.asarray(normal_array(seed + 3, p.shape, scale=0.5))
+@given(seeds(), dims(), dims(1, 3), dims(1, 4), st.sampled_from(["relu", "gelu", "swiglu"]), st.booleans(),
+       tiers())
+def test_feedforward(xp_backend, seed, B, T, C, kind, bias, tier):
+    with backend.float64(), use_kernels(tier):
+        layer = randomize_parameters(FeedForward(C, 3, kind=kind, bias=bias), seed)
         check_layer(layer, _x(seed, B, T, C), **TOL).assert_ok()
 
 
@@ -70,18 +76,14 @@ def _heads(data):
     return H, Hkv, D
 
 
-def _randomise(layer, seed, scale=0.4):
-    for i, p in enumerate(layer.parameters()):
-        p.data[...] = backend.asarray(normal_array(seed + i, p.shape, scale=scale))
-
-
 @given(st.data(), seeds(), dims(1, 2), dims(1, 4), st.booleans(), st.booleans(), st.booleans(), st.booleans())
 def test_self_attention(xp_backend, data, seed, B, T, causal, rope, bias, pad):
     H, Hkv, D = _heads(data)
     C = H * D
-    with backend.float64():
-        layer = MultiHeadAttention(C, H, Hkv, bias=bias, rope=rope, rng=seed)
-        _randomise(layer, seed)
+    with backend.float64(), use_kernels(data.draw(tiers(), label="tier")):
+        layer = MultiHeadAttention(C, H, Hkv, bias=bias, rope=rope,
+                                   impl=data.draw(st.sampled_from(["plain", "flash"]), label="impl"))
+        randomize_parameters(layer, seed, scale=0.4)
         mask = None
         if pad:
             valid = np.ones((B, T), dtype=bool)
@@ -110,9 +112,10 @@ class _CrossWrap:
 def test_cross_attention(xp_backend, data, seed, B, T, S):
     H, Hkv, D = _heads(data)
     C = H * D
-    with backend.float64():
-        layer = MultiHeadAttention(C, H, Hkv, cross=True, context_dim=C + 1, rng=seed)
-        _randomise(layer, seed)
+    with backend.float64(), use_kernels(data.draw(tiers(), label="tier")):
+        layer = MultiHeadAttention(C, H, Hkv, cross=True, context_dim=C + 1,
+                                   impl=data.draw(st.sampled_from(["plain", "flash"]), label="impl"))
+        randomize_parameters(layer, seed, scale=0.4)
         valid = np.ones((B, S), dtype=bool)
         valid[0, 1:] = False  # the first sequence's context has one real token
         wrap = _CrossWrap(layer, backend.asarray(padding_mask(valid)))
@@ -125,10 +128,10 @@ def test_cross_attention(xp_backend, data, seed, B, T, S):
 def test_transformer_block(xp_backend, data, seed, B, T, placement, norm, ffn, rope, causal):
     H, Hkv, D = _heads(data)
     C = H * D
-    with backend.float64():
+    with backend.float64(), use_kernels(data.draw(tiers(), label="tier")):
         block = TransformerBlock(C, H, Hkv, ffn_hidden=5, ffn_kind=ffn, norm=norm, placement=placement,
                                  rope=rope, causal=causal, rng=seed)
-        _randomise(block, seed)
+        randomize_parameters(block, seed, scale=0.4)
         check_layer(block, _x(seed, B, T, C), **TOL).assert_ok()
 
 
@@ -136,10 +139,10 @@ def test_transformer_block(xp_backend, data, seed, B, T, placement, norm, ffn, r
 def test_decoder_block_with_cross_attention(xp_backend, data, seed, B, T, S, placement):
     H, Hkv, D = _heads(data)
     C = H * D
-    with backend.float64():
+    with backend.float64(), use_kernels(data.draw(tiers(), label="tier")):
         block = TransformerBlock(C, H, Hkv, ffn_hidden=4, placement=placement, causal=True,
                                  cross_attention=True, rng=seed)
-        _randomise(block, seed)
+        randomize_parameters(block, seed, scale=0.4)
 
         class Wrap:
             named_parameters = block.named_parameters
@@ -151,30 +154,6 @@ def test_decoder_block_with_cross_attention(xp_backend, data, seed, B, T, S, pla
                 return block.backward(dy)
 
         check_layer(Wrap(), _x(seed, B, T, C), _x(seed + 1, B, S, C), **TOL).assert_ok()
-
-
-def test_parameters_state_dict_and_zero_grad():
-    block = TransformerBlock(8, 2, 1, ffn_kind="swiglu", norm="rmsnorm", bias=False)
-    names = [n for n, _ in block.named_parameters()]
-    assert names == sorted(set(names), key=names.index)  # unique
-    assert "attn.qkv.weight" in names and "ffn.proj.weight" in names and not any("bias" in n for n in names)
-    state = block.state_dict()
-    assert all(isinstance(v, np.ndarray) for v in state.values())
-    other = TransformerBlock(8, 2, 1, ffn_kind="swiglu", norm="rmsnorm", bias=False, rng=99)
-    other.load_state_dict(state)
-    for (_, a), (_, b) in zip(block.named_parameters(), other.named_parameters()):
-        np.testing.assert_array_equal(backend.to_numpy(a.data), backend.to_numpy(b.data))
-    for p in block.parameters():
-        p.grad += 1.0
-    block.zero_grad()
-    assert all(float(abs(p.grad).max()) == 0.0 for p in block.parameters())
-
-
-def test_load_state_dict_names_every_problem():
-    layer = Linear(3, 4)
-    bad = {"weight": np.zeros((4, 3), dtype=np.float32), "extra": np.zeros(2, dtype=np.float32)}
-    with pytest.raises(ValueError, match=r"missing: bias.*unexpected: extra.*weight: shape \(4, 3\)"):
-        layer.load_state_dict(bad)
 
 
 def test_layer_errors():
@@ -198,19 +177,6 @@ def test_float32_layers_stay_float32():
     assert all(p.grad.dtype == np.float32 for p in block.parameters())
 
 
-def test_astype_round_trips_bias_free_and_sinusoidal_models():
-    from npformer.models import GPT, GPTConfig
-
-    for positions in ("sinusoidal", "learned"):
-        model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=4, bias=False,
-                              positions=positions))
-        ids = np.array([[1, 2, 3]])
-        model.forward(ids)  # builds the float32 tables
-        for dtype in (np.float64, np.float32):
-            model.astype(dtype)
-            assert model.forward(ids).dtype == dtype
-
-
 def test_rope_with_cache_needs_positions_and_batches_must_match():
     class Cache:
         def update(self, k, v):
@@ -223,12 +189,3 @@ def test_rope_with_cache_needs_positions_and_batches_must_match():
     with pytest.raises(ValueError, match="context batch 3 != query batch 2"):
         cross.forward(backend.asarray(np.zeros((2, 1, 8), np.float32)),
                       context=backend.asarray(np.zeros((3, 4, 8), np.float32)))
-
-
-def test_load_state_dict_non_strict_loads_the_common_names_and_still_checks_shapes():
-    layer = Linear(3, 4)
-    weight = np.arange(12, dtype=np.float32).reshape(3, 4)
-    layer.load_state_dict({"weight": weight, "extra": np.zeros(2, dtype=np.float32)}, strict=False)
-    np.testing.assert_array_equal(backend.to_numpy(layer.weight.data), weight)
-    with pytest.raises(ValueError, match=r"weight: shape \(4, 3\)"):
-        layer.load_state_dict({"weight": weight.T}, strict=False)

@@ -9,13 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npformer import backend, checkpoint
-from npformer.checkpoint import CheckpointError, check_state_against, load_checkpoint, save_checkpoint
+from npformer import backend
 from npformer.data import BatchSampler, CharTokenizer
 from npformer.nn import Module, Parameter
-from npformer.optim import AdamW, param_groups
+from npformer.train import checkpoint
+from npformer.train.checkpoint import CheckpointError, check_state_against, load_checkpoint, save_checkpoint
+from npformer.train.optim import AdamW, param_groups
 
-from .strategies import floats_array, shapes
+from ..strategies import floats_array, shapes
 
 
 class Tiny(Module):

@@ -8,8 +8,8 @@ import numpy as np
 
 from npformer import backend
 from npformer.models import GPT, GPTConfig
-from npformer.optim import AdamW, clip_grad_norm, param_groups
-from npformer.schedules import warmup_cosine
+from npformer.train.optim import AdamW, clip_grad_norm, param_groups
+from npformer.train.schedules import warmup_cosine
 
 N_DIGITS, SEP = 5, 10  # tokens 0-9 are digits, 10 is "="
 T = 2 * N_DIGITS  # input: n digits, "=", n-1 answer digits (the last answer digit is only a target)

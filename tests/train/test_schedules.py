@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npformer.schedules import (
+from npformer.train.schedules import (
     Schedule,
     constant,
     inverse_sqrt,
