@@ -12,13 +12,43 @@ $NPFORMER_TEST_SEED when it is set, else a fresh random seed, so each CI run tri
 can be replayed exactly.
 """
 
+import importlib.util
 import os
 import random
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from npformer import backend, kernels
+# -- the CuPy stand-in: installed before npformer is imported (NPFORMER_BACKEND=cupy is read at import) -----------
+STAND_IN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cupy_stand_in")
+STAND_IN_ENV = "NPFORMER_CUPY_STAND_IN"  # "auto" (default): when no GPU is visible; "1": always; "0": never
+
+
+def _gpu_visible() -> bool:
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no driver, no device: as good as no GPU
+        return False
+
+
+def _install_stand_in() -> bool:
+    mode = os.environ.get(STAND_IN_ENV, "auto")
+    if mode == "0" or (mode != "1" and _gpu_visible()):
+        return False
+    for name in [m for m in sys.modules if m.split(".")[0] in ("cupy", "cupyx")]:
+        del sys.modules[name]  # a real CuPy imported by the probe above gives way
+    sys.path.insert(0, STAND_IN_DIR)
+    return True
+
+
+STAND_IN = _install_stand_in()
+
+from npformer import backend, kernels  # noqa: E402
 
 # function_scoped_fixture: xp_backend only selects the backend, which is the same for every drawn example
 _common = dict(deadline=None, print_blob=True,
@@ -50,7 +80,9 @@ def _seed_line(config):
 
 
 def pytest_report_header(config):
-    return _seed_line(config)
+    cupy = "the stand-in (tests/cupy_stand_in)" if STAND_IN else "real" if "cupy" in backend.available_backends() \
+        else "none"
+    return [_seed_line(config), f"cupy: {cupy}; default backend: {backend.get_backend()}"]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -60,9 +92,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(line)
 
 
-@pytest.fixture(params=backend.available_backends())
+@pytest.fixture(params=backend.available_backends(),
+                ids=lambda name: "cupy-stand-in" if name == "cupy" and STAND_IN else name)
 def xp_backend(request):
-    """Run the test once per available backend (numpy always, cupy when a GPU is visible); yields the module."""
+    """Run the test once per available backend: numpy always, and cupy (the real one on a GPU, else the strict
+    stand-in of tests/cupy_stand_in). Yields the module."""
     with backend.use_backend(request.param) as mod:
         yield mod
 

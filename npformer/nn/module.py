@@ -29,7 +29,7 @@ class Parameter:
 
     def __init__(self, data, no_decay: bool | None = None):
         self.data = data
-        self.grad = backend.xp().zeros_like(data)
+        self.grad = backend.array_module(data).zeros_like(data)  # beside its data, on the same backend
         self.no_decay = data.ndim < 2 if no_decay is None else no_decay
 
     @property

@@ -61,21 +61,17 @@ class TrainConfig:
     def fitted(self) -> tuple["TrainConfig", list[str]]:
         """This config with its schedule fitted to a short run, and a note for each change.
 
-        A run shorter than the schedule asks for still gets one: lr_decay_iters larger than max_iters shrinks to
-        max_iters (the cosine then ends where the run ends), and a warmup as long as the decay shrinks to a tenth
-        of it. Settings that contradict each other outright (min_lr above learning_rate) stay errors."""
+        A run shorter than its warmup still gets one: a warmup as long as the decay (``lr_decay_iters``, or
+        ``max_iters`` when that is None) shrinks to a tenth of it. ``lr_decay_iters`` longer than the run is left
+        alone: it is how a run is made to continue later exactly as one long run would. Settings that contradict
+        each other outright (min_lr above learning_rate) stay errors."""
         self.validate()
-        notes = []
         fitted = dataclasses.replace(self)
         if not self.decay_lr:
-            return fitted, notes
-        if self.lr_decay_iters is not None and self.lr_decay_iters > self.max_iters:
-            notes.append(f"lr_decay_iters ({self.lr_decay_iters}) is longer than the run: it shrinks to max_iters "
-                         f"({self.max_iters})")
-            fitted.lr_decay_iters = self.max_iters
+            return fitted, []
         fitted.warmup_iters, note = fit_warmup(fitted.warmup_iters, fitted.lr_decay_iters or fitted.max_iters,
                                                "warmup_iters")
-        return fitted, notes + ([note] if note else [])
+        return fitted, [note] if note else []
 
 
 def fit_warmup(warmup: int, decay: int, name: str = "warmup") -> tuple[int, str | None]:

@@ -48,21 +48,31 @@ class BlockCounter:
         return counting_blockwise
 
 
-@pytest.fixture(params=[None, (8, 1), (8, 3)], ids=["default-blocks", "tiny-blocks-1-thread", "tiny-blocks-3-threads"])
+BLOCKINGS = [("numpy", None), ("numpy", (8, 1)), ("numpy", (8, 3))]
+BLOCKING_IDS = ["default-blocks", "tiny-blocks-1-thread", "tiny-blocks-3-threads"]
+if "cupy" in backend.available_backends():  # on a device the kernels run once over the whole arrays
+    BLOCKINGS.append(("cupy", None))
+    BLOCKING_IDS.append("cupy")
+
+
+@pytest.fixture(params=BLOCKINGS, ids=BLOCKING_IDS)
 def blocking(request, monkeypatch):
-    """Default blocking, or 8-element blocks on 1 or 3 threads (every job of more than 8 elements then splits,
-    and with 3 threads every job is shared out). Yields (counter, threads) or (counter, None)."""
+    """On NumPy: default blocking, or 8-element blocks on 1 or 3 threads (every job of more than 8 elements then
+    splits, and with 3 threads every job is shared out); and on CuPy where it is available (the real one, or the
+    stand-in). Yields (counter, threads), threads None for default blocks and on CuPy."""
+    name, tiny = request.param
     counter = BlockCounter()
     for module in (norms, activations, adamw):
         monkeypatch.setattr(module, "blockwise", counter.wrap(cpu.blockwise))
     threads = None
-    if request.param is not None:
-        block, threads = request.param
+    if tiny is not None:
+        block, threads = tiny
         monkeypatch.setattr(cpu.threads, "BLOCK_ELEMENTS", block)
         monkeypatch.setattr(cpu.threads, "PARALLEL_MIN_ELEMENTS", 1)
         monkeypatch.setattr(adamw, "ADAMW_PARALLEL_MIN", 1)
         monkeypatch.setenv("NPFORMER_NUM_THREADS", str(threads))
-    yield counter, threads
+    with backend.use_backend(name):
+        yield counter, threads
 
 
 def assert_split(blocking, rows: int, row_size: int):
@@ -179,10 +189,10 @@ def test_tiny_blocks_really_use_several_threads(blocking):
     """The tiny-block settings really spread one large job over several threads (checked once, on a job large
     enough that the helper threads are started and given blocks)."""
     counter, threads = blocking
+    if threads is None:
+        pytest.skip("only the tiny-block settings split jobs")
     x = backend.asarray(normal_array(0, (4096, 4), np.float64))
     implementation("layernorm_forward", "fast")(x, backend.asarray(np.ones(4)), backend.asarray(np.zeros(4)))
-    if threads is None:
-        return
     assert counter.blocks == 4096 // 2  # 8-element blocks of 2 rows of 4
     if threads > 1:
         assert len(counter.threads) > 1, "every block ran on the calling thread"

@@ -140,8 +140,7 @@ def test_trainer_with_workers_resumes_exactly(tmp_path, capsys, mode):
 
     def trainer(out_dir, max_iters, workers):
         model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.1, seed=3))
-        # the schedule fits the shortest run (4 steps): a longer one would be fitted to the killed run's length
-        cfg = TrainConfig(max_iters=max_iters, batch_size=4, learning_rate=1e-2, warmup_iters=2, lr_decay_iters=4,
+        cfg = TrainConfig(max_iters=max_iters, batch_size=4, learning_rate=1e-2, warmup_iters=2, lr_decay_iters=6,
                           eval_interval=3, eval_iters=2, log_interval=1, out_dir=str(out_dir), seed=5, quiet=True,
                           workers=workers, parallel=mode)
         return Trainer(model, cfg, data[:3600], data[3600:])

@@ -54,12 +54,12 @@ def test_killed_run_resumes_exactly(tmp_path):
 
 def test_extended_run_continues_the_same_training(tmp_path):
     """A finished 4-step run extended to 8 steps trains exactly like an 8-step run (its extra final evaluation
-    draws validation batches, so only the training losses are compared). The schedule decays over 4 steps in all
-    three: a 4-step run asked for a longer one would have it fitted to its own length (TrainConfig.fitted)."""
-    straight = _trainer(tmp_path / "a", 8, lr_decay_iters=4)
+    draws validation batches, so only the training losses are compared). The schedule decays over 8 steps in all
+    three: lr_decay_iters longer than a run is kept as asked (TrainConfig.fitted fits only the warmup)."""
+    straight = _trainer(tmp_path / "a", 8)
     straight.run()
-    _trainer(tmp_path / "b", 4, lr_decay_iters=4).run()
-    extended = _trainer(tmp_path / "b", 8, lr_decay_iters=4)
+    _trainer(tmp_path / "b", 4).run()
+    extended = _trainer(tmp_path / "b", 8)
     extended.resume()
     extended.run()
 
