@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 import npformer
 from npformer import backend
 
-
 REAL_CUPY = backend.cupy_available() and not getattr(sys.modules.get("cupy"), "STAND_IN", False)
 
 

@@ -32,7 +32,8 @@ def test_no_implicit_conversion_to_numpy(cupy):
 def test_a_host_array_never_meets_a_device_array(cupy, host):
     dev = cupy.asarray([1.0, 2.0])
     for mix in (lambda: dev + host, lambda: host * dev, lambda: cupy.maximum(dev, host),
-                lambda: cupy.where(dev > 0, host, dev), lambda: np.add(dev, host), lambda: cupy.concatenate([dev, host])):
+                lambda: cupy.where(dev > 0, host, dev), lambda: np.add(dev, host),
+                lambda: cupy.concatenate([dev, host])):
         with pytest.raises(TypeError, match="numpy.ndarray"):
             mix()
     with pytest.raises(TypeError, match=r"dev\[\.\.\.\] = a NumPy array"):
