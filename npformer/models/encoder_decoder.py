@@ -110,7 +110,7 @@ class EncoderDecoderConfig:
         """"transformer-base": the paper's base model: post-LN, sinusoidal positions, ReLU FFN, 6 + 6 layers,
         width 512, 8 heads, FFN 2048, dropout 0.1, label smoothing 0.1, one shared 37000-token vocabulary with
         tied embeddings and output projection, embeddings scaled by sqrt(512). Train it with AdamW(betas=(0.9,
-        0.98), eps=1e-9, weight_decay=0) and ``npformer.schedules.inverse_sqrt(512, warmup_steps=4000)``."""
+        0.98), eps=1e-9, weight_decay=0) and ``npformer.train.schedules.inverse_sqrt(512, warmup_steps=4000)``."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; valid presets are {sorted(PRESETS)}")
         values = dict(PRESETS[name])

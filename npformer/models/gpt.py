@@ -99,7 +99,7 @@ class GPT(Module):
     def forward(self, idx, pos_offset: int = 0, kv_caches=None):
         """idx: (B, T) -> logits (B, T, V).
 
-        pos_offset / kv_caches: for decoding with a key/value cache (one cache per block); see npformer.generate.
+        pos_offset / kv_caches: for decoding with a key/value cache (one cache per block); see npformer.decode.generate.
         """
         x = self.hidden_states(idx, pos_offset, kv_caches)
         logits, self._cache_head = ops.linear_forward(x, self.head_weight())

@@ -16,7 +16,8 @@ from ..kernels.cpu import get_blas_threads, usable_cpus
 
 
 def warn_if_blas_uncontrolled(where: str) -> None:
-    """Replicas each want one BLAS thread; say so once if this process's BLAS cannot be told (npformer.blas)."""
+    """Replicas each want one BLAS thread; say so once if this process's BLAS cannot be told so
+    (npformer.kernels.cpu.blas)."""
     if get_blas_threads() is None:
         warnings.warn(f"{where}: the thread count of this NumPy's BLAS cannot be set from here, so every replica's "
                       "products may use every core at once (slower, still correct); set OPENBLAS_NUM_THREADS=1 "

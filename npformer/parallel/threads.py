@@ -7,7 +7,7 @@ thread, keeps every core busy all through the step: at nanoGPT's shakespeare_cha
 1838 ms per step into 1501 ms (benchmarks/train_step.py --workers). NumPy releases the GIL inside products and
 ufuncs, so threads can run the replicas side by side and share the parameters' memory outright; at small sizes,
 though, the Python between NumPy calls holds the GIL long enough that worker processes
-(npformer.parallel_processes, which ``data_parallel`` picks on Linux) are faster.
+(npformer.parallel.processes, which ``data_parallel`` picks on Linux) are faster.
 
 What a replica is: a copy of the model's modules whose Parameters hold the *same* ``data`` arrays as the model's
 (no weights copied; an optimizer step on the model is seen by every replica) but their own ``grad`` arrays and

@@ -10,7 +10,7 @@ Why npformer needs it: ``npformer.parallel.DataParallel`` runs one model replica
 products must then use one BLAS thread; two replicas each asking a two-thread BLAS for both cores would
 oversubscribe the machine.
 
-    from npformer.blas import blas_threads
+    from npformer.kernels.cpu import blas_threads
     with blas_threads(1):
         ...  # products in here run single-threaded; the previous count is restored on the way out
 """
