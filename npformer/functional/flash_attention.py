@@ -151,7 +151,13 @@ def flash_attention_forward(q, k, v, mask=None, causal=False, scale=None, block_
 def flash_attention_backward(dout, cache: FlashAttentionCache):
     """Gradients of tiled attention: dout (B, H, Tq, D) -> dq (B, H, Tq, D), dk, dv (B, Hkv, Tk, D).
 
-    Recomputes each block's P = exp(S - L) from q, k and the saved log-sum-exp L; never forms (Tq, Tk).
+    Derivation: the same chain rule as ``attention_backward`` (O = P V, P = softmax(S), S = scale Q K^T), applied
+    one (query block, key block) tile at a time, which is possible because every term of it is local to a tile
+    once two row quantities are known:
+        P_ij = exp(S_ij - L_i), with L_i the row's log-sum-exp saved by the forward (no max or sum to redo);
+        rowsum(dP * P)_i = sum_j dO_i . V_j P_ij = dO_i . O_i =: Delta_i, from the saved output.
+    Then per tile: dV_j += P_ij^T dO_i;  dP_ij = dO_i V_j^T;  dS_ij = P_ij (dP_ij - Delta_i);
+    dQ_i += scale dS_ij K_j;  dK_j += scale dS_ij^T Q_i. Never forms (Tq, Tk).
     """
     # forward was: S = scale Q K^T;  P = exp(S - L) (0 where hidden);  O = P V
     xp = backend.array_module(dout)

@@ -52,7 +52,7 @@ def linear_forward(x, w, b=None):
     x2d = x.reshape(-1, c_in)  # (N, C_in)
     y2d = x2d @ w  # (N, C_out)
     if b is not None:
-        y2d += b
+        y2d = y2d + b
     y = y2d.reshape(tuple(x.shape[:-1]) + (c_out,))
     return y, LinearCache(x2d, w, b is not None, tuple(x.shape))
 
