@@ -115,15 +115,9 @@ class RowBlockAttentionCache(NamedTuple):
 
 
 def attention_forward(q, k, v, mask=None, causal=False, scale=None):
-    """Scaled dot-product attention with optional boolean mask, causal rule and grouped-query heads.
-
-    q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D) with H % Hkv == 0 (query head h reads kv head h // (H // Hkv)).
-    mask: None or boolean broadcastable to (B, H, Tq, Tk), True where a query may attend (key padding:
-        (B, 1, 1, Tk)). causal: query i may see key j only if j <= i + (Tk - Tq). Both combine with "and".
-    scale: multiplies the scores; default 1 / sqrt(D).
-    Returns out (B, H, Tq, D) and the cache for ``attention_backward``. A query row with nothing to attend to
-    gives a zero output row.
-    """
+    """The reference's ``attention_forward`` (same arguments, shapes, results and errors: see
+    npformer.functional.attention), computed in causal row blocks. q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D)
+    -> out (B, H, Tq, D), a RowBlockAttentionCache for this module's ``attention_backward``."""
     xp = array_module(q, k, v)
     spec = check_attention_inputs("attention", q, k, v, mask, causal, scale)
     B, H, Hkv, G, Tq, Tk, D = spec[:7]
