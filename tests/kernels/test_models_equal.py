@@ -1,6 +1,6 @@
-"""Whole models, fast tier against reference tier: the same loss and every parameter's gradient, in float64, across
-the models' option space (drawn configs, every parameter with its own random values, dropout included: the masks
-come from the same seeds in both tiers)."""
+"""Whole models (GPT, Encoder, EncoderDecoder), fast tier against reference tier: the same loss and every
+parameter's gradient, in float64, across the models' option space (drawn configs, every parameter with its own
+random values, dropout included: the masks come from the same seeds in both tiers)."""
 
 import collections
 
@@ -11,17 +11,11 @@ from hypothesis import strategies as st
 
 from npformer import backend
 from npformer.kernels import FAST_OPS, dispatch
-from npformer.models import GPT
+from npformer.models import GPT, Encoder, EncoderDecoder
 
-from ..strategies import gpt_configs, seeds
+from ..helpers import padded_ids, randomize_parameters
+from ..strategies import encoder_configs, gpt_configs, seeds, seq2seq_configs
 from .equality import assert_equal
-
-
-def randomize(model, seed):
-    """Every parameter its own draw (norm weights and biases too, which start at 1 and 0)."""
-    rng = np.random.default_rng(seed)
-    for _, p in model.named_parameters():
-        p.data[...] = backend.asarray(rng.standard_normal(p.data.shape) * 0.5)
 
 
 @pytest.fixture
@@ -41,7 +35,7 @@ def loss_and_grads(model_cls, config, kernels, seed, run):
     config.kernels = kernels
     with backend.float64():
         model = model_cls(config)
-    randomize(model, seed)
+    randomize_parameters(model, seed)
     loss = run(model)
     model.backward(0.7)
     return backend.to_numpy(loss), {n: backend.to_numpy(p.grad) for n, p in model.named_parameters()}
@@ -72,3 +66,24 @@ def test_gpt(calls, cfg, seed, B, loss_chunk, data):
     targets = rng.integers(0, cfg.vocab_size, size=(B, T))
     targets[rng.random((B, T)) < 0.2] = -100  # some ignored positions
     assert_tiers_agree(calls, GPT, cfg, seed, lambda m: m.loss(backend.asarray(idx), backend.asarray(targets)))
+
+
+@given(cfg=encoder_configs(), seed=seeds(), task=st.sampled_from(["mlm", "classify"]))
+def test_encoder(calls, cfg, seed, task):
+    rng = np.random.default_rng(seed)
+    ids, _ = padded_ids(rng, 3, cfg.max_len, cfg.vocab_size)
+    if task == "mlm":
+        targets = np.where(rng.random(ids.shape) < 0.5, ids, -100)
+        run = lambda m: m.mlm_loss(ids, targets)  # noqa: E731
+    else:
+        labels = rng.integers(0, cfg.n_classes, 3)
+        run = lambda m: m.classify_loss(ids, labels)  # noqa: E731
+    assert_tiers_agree(calls, Encoder, cfg, seed, run)
+
+
+@given(cfg=seq2seq_configs(), seed=seeds())
+def test_encoder_decoder(calls, cfg, seed):
+    rng = np.random.default_rng(seed)
+    src, _ = padded_ids(rng, 2, cfg.max_len, cfg.src_vocab_size)
+    tgt, _ = padded_ids(rng, 2, cfg.max_len, cfg.tgt_vocab_size)
+    assert_tiers_agree(calls, EncoderDecoder, cfg, seed, lambda m: m.loss(src, tgt[:, :-1], tgt[:, 1:]))
