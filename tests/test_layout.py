@@ -13,7 +13,7 @@ import npformer
 PACKAGE = pathlib.Path(npformer.__file__).parent
 RANKS = {  # the first matching prefix decides a module's rank
     "npformer.backend": 0, "npformer.state": 0, "npformer.counter_random": 0,
-    "npformer.config_dicts": 0, "npformer.gradcheck": 1,
+    "npformer.config_dicts": 0, "npformer.io": 0, "npformer.gradcheck": 1,
     "npformer.functional": 1, "npformer.kernels.cpu": 1, "npformer.data": 1,
     "npformer.kernels": 2,
     "npformer.nn": 3,

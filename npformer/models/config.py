@@ -9,7 +9,7 @@ from ..config_dicts import checked_fields
 from .tiers import check_kernels_field
 
 # fields a checkpoint written before they existed may lack (each then takes its default)
-FIELDS_ADDED_LATER = ("kernels",)
+FIELDS_ADDED_LATER = ("kernels", "norm_eps")
 
 FFN_KINDS = ("relu", "gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
@@ -37,6 +37,7 @@ class GPTConfig:
     gelu_approximate: str = "tanh"  # "tanh" (GPT-2) or "none" (exact erf form, PyTorch's nn.GELU() default)
     norm: str = "layernorm"
     norm_placement: str = "pre"
+    norm_eps: float | None = None  # the norms' epsilon; None: LayerNorm 1e-5, RMSNorm 1e-6
     positions: str = "learned"
     rope_base: float = 10000.0
     bias: bool = True
@@ -74,6 +75,8 @@ class GPTConfig:
                               ("attn_impl", ATTENTION_IMPLS)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.norm_eps is not None and not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
+            problems.append(f"norm_eps must be a positive number or None, got {self.norm_eps!r}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if not isinstance(self.loss_chunk, int) or self.loss_chunk < 0:

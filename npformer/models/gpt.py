@@ -39,17 +39,37 @@ class GPT(Module):
                              norm=cfg.norm, placement=cfg.norm_placement, bias=cfg.bias, dropout=cfg.dropout,
                              causal=True, rope=cfg.positions == "rope", rope_base=cfg.rope_base,
                              proj_std=proj_std, attn_impl=cfg.attn_impl, rng=rng, seed=cfg.seed * 7919 + 10 + i,
-                             recompute=cfg.recompute, gelu_approximate=cfg.gelu_approximate)
+                             recompute=cfg.recompute, gelu_approximate=cfg.gelu_approximate,
+                             norm_eps=cfg.norm_eps)
             for i in range(cfg.n_layer)
         ]
         # post-LN blocks end in a norm already; pre-LN stacks need one before the head
-        self.norm_f = make_norm(cfg.norm, C, bias=cfg.bias) if cfg.norm_placement == "pre" else None
+        self.norm_f = (make_norm(cfg.norm, C, bias=cfg.bias, eps=cfg.norm_eps) if cfg.norm_placement == "pre"
+                       else None)
         self.lm_head = None if cfg.tie_embeddings else Parameter(nn_init.normal(rng, (C, cfg.vocab_size)))
         self.sinusoid = SinusoidalTable(C, min_len=cfg.block_size)
         self._cache_loss = None
         # all parameters (and gradients) as views of one buffer: AdamW and clipping then run a few passes over
         # the whole model instead of a loop over ~16 arrays per layer (values and p.data / p.grad unchanged)
         self.flatten_parameters()
+
+    # -- Hugging Face model directories (npformer/models/pretrained.py) --------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path, dtype="float32", **overrides) -> "GPT":
+        """A GPT from a local Hugging Face directory (config.json + model.safetensors or its shards): model_type
+        gpt2, llama or mistral, read with NumPy alone. dtype "float32" or "float64"; overrides: block_size (crop
+        the context), dropout (to fine-tune), kernels, attn_impl, recompute, loss_chunk, seed."""
+        from .pretrained import from_pretrained
+
+        return from_pretrained(path, dtype=dtype, **overrides)
+
+    def save_pretrained(self, path, dtype: str | None = None, max_shard_size: int | None = None) -> list[str]:
+        """Write this GPT as a Hugging Face directory that transformers' from_pretrained reads (config.json,
+        model.safetensors or shards of at most max_shard_size bytes). dtype: "float32", "bfloat16", "float16",
+        "float64", or None (the source files' dtype; float32 for a model built here). Returns the files written."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, path, dtype=dtype, max_shard_size=max_shard_size)
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def head_weight(self):

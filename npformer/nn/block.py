@@ -25,22 +25,23 @@ class TransformerBlock(Module):
                  ffn_kind: str = "gelu", norm: str = "layernorm", placement: str = "pre", bias: bool = True,
                  dropout: float = 0.0, causal: bool = False, rope: bool = False, rope_base: float = 10000.0,
                  cross_attention: bool = False, proj_std: float = 0.02, attn_impl: str = "plain", rng=None,
-                 seed: int = 0, recompute: bool = False, gelu_approximate: str = "tanh"):
+                 seed: int = 0, recompute: bool = False, gelu_approximate: str = "tanh",
+                 norm_eps: float | None = None):
         if placement not in PLACEMENTS:
             raise ValueError(f"block: norm placement must be one of {PLACEMENTS}, got {placement!r}")
         self.placement, self.causal, self.has_cross = placement, causal, cross_attention
         self.recompute = recompute
         self._cache_inputs = None
-        self.norm1 = make_norm(norm, dim, bias=bias)
+        self.norm1 = make_norm(norm, dim, bias=bias, eps=norm_eps)
         self.attn = MultiHeadAttention(dim, n_head, n_kv_head, bias=bias, rope=rope, rope_base=rope_base,
                                        proj_std=proj_std, rng=rng, impl=attn_impl)
         self.drop1 = Dropout(dropout, seed=seed * 3 + 1)
         if cross_attention:
-            self.norm_c = make_norm(norm, dim, bias=bias)
+            self.norm_c = make_norm(norm, dim, bias=bias, eps=norm_eps)
             self.cross = MultiHeadAttention(dim, n_head, n_kv_head, bias=bias, cross=True, proj_std=proj_std,
                                             rng=rng, impl=attn_impl)
             self.drop_c = Dropout(dropout, seed=seed * 3 + 2)
-        self.norm2 = make_norm(norm, dim, bias=bias)
+        self.norm2 = make_norm(norm, dim, bias=bias, eps=norm_eps)
         self.ffn = FeedForward(dim, ffn_hidden or 4 * dim, kind=ffn_kind, bias=bias, proj_std=proj_std, rng=rng,
                                gelu_approximate=gelu_approximate)
         self.drop2 = Dropout(dropout, seed=seed * 3 + 3)
