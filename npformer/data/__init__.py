@@ -1,9 +1,10 @@
 """Data: tokenizers, the train/validation split and batch sampling, corpora, and toy tasks for the examples."""
 
 from .batches import BatchSampler, train_val_split
+from .bpe import BPETokenizer
 from .corpora import stdlib_corpus
 from .text_files import check_long_enough, read_corpus
 from .tokenizers import ByteTokenizer, CharTokenizer, tokenizer_from_dict
 
-__all__ = ["BatchSampler", "ByteTokenizer", "CharTokenizer", "check_long_enough", "read_corpus", "stdlib_corpus",
-           "tokenizer_from_dict", "train_val_split"]
+__all__ = ["BPETokenizer", "BatchSampler", "ByteTokenizer", "CharTokenizer", "check_long_enough", "read_corpus",
+           "stdlib_corpus", "tokenizer_from_dict", "train_val_split"]

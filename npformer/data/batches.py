@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .tokenizers import _host_ids
+from .ids import host_ids as _host_ids
 
 
 def train_val_split(ids, val_fraction: float = 0.1, min_length: int = 2):

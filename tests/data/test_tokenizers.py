@@ -86,6 +86,6 @@ def test_byte_decode_replaces_invalid_utf8(xp_backend):
 
 def test_tokenizer_from_dict_unknown_kind():
     with pytest.raises(ValueError, match="known kinds"):
-        tokenizer_from_dict({"kind": "bpe"})
+        tokenizer_from_dict({"kind": "wordpiece"})
     with pytest.raises(ValueError, match="CharTokenizer.from_dict"):
         CharTokenizer.from_dict({"kind": "char"})
