@@ -1,6 +1,7 @@
 """Reading a user's training text, with an error that names the problem for each way a file can be unusable.
 
     ids, tokenizer = read_corpus("my.txt", tokenizer="char")   # or "byte": any file at all, as its bytes
+    text = read_text("my.txt")                                  # the same checks, for another tokenizer
     check_long_enough(len(ids), block_size, val_fraction=0.1, what="my.txt")
 """
 
@@ -24,6 +25,14 @@ def read_corpus(path: str, tokenizer: str = "char"):
     """
     if tokenizer not in TOKENIZER_KINDS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}; valid tokenizers are {', '.join(TOKENIZER_KINDS)}")
+    if tokenizer == "byte":
+        return np.frombuffer(_read_bytes(path), dtype=np.uint8).astype(np.int64), ByteTokenizer()
+    text = read_text(path, byte_hint=True)
+    tok = CharTokenizer.from_text(text)
+    return tok.encode(text), tok
+
+
+def _read_bytes(path: str) -> bytes:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path!r}: no such file")
     if os.path.isdir(path):
@@ -32,15 +41,19 @@ def read_corpus(path: str, tokenizer: str = "char"):
         data = f.read()
     if not data:
         raise ValueError(f"{path!r} is empty: there is nothing to train on")
-    if tokenizer == "byte":
-        return np.frombuffer(data, dtype=np.uint8).astype(np.int64), ByteTokenizer()
+    return data
+
+
+def read_text(path: str, byte_hint: bool = False) -> str:
+    """The UTF-8 text of the file at ``path``, with the errors of ``read_corpus`` (a missing file, a directory,
+    an empty file, bytes that are not UTF-8 with their offset; ``byte_hint`` suggests --tokenizer byte)."""
+    data = _read_bytes(path)
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        hint = "; to train on its bytes, use --tokenizer byte" if byte_hint else ""
         raise ValueError(f"{path!r} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
-                         f"({exc.reason}); to train on its bytes, use --tokenizer byte") from None
-    tok = CharTokenizer.from_text(text)
-    return tok.encode(text), tok
+                         f"({exc.reason}){hint}") from None
 
 
 def min_corpus_length(block_size: int, val_fraction: float) -> int:

@@ -208,7 +208,9 @@ def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, t
         n = T0  # tokens so far
         if max_new_tokens > 0:
             # prefill: encode the (cropped) prompt once, filling the caches
-            caches = make_kv_caches(model, B, W) if use_cache else None
+            # the cache never holds more than the window, nor more than the whole output (a model with a long
+            # context, like Llama's, then allocates what this call needs, not max_position_embeddings)
+            caches = make_kv_caches(model, B, min(W, T0 + max_new_tokens)) if use_cache else None
             logits = next_token_logits(model, tokens[:, max(0, n - W):n], 0, caches)  # host ids: moved there
         for step in range(max_new_tokens):
             # every row draws, finished or not (its tokens are cut off below), so rows never shift each other's

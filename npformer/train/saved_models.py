@@ -27,7 +27,8 @@ def load_gpt(path: str):
         tokenizer = tokenizer_from_dict(ckpt.meta["tokenizer"])
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path!r}: tokenizer: {exc}") from None
-    if tokenizer.vocab_size != config.vocab_size:
+    # a model may have more rows than its tokenizer has tokens (vocabularies padded to a round size), not fewer
+    if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(f"{path!r}: the tokenizer has {tokenizer.vocab_size} tokens but the config's "
                               f"vocab_size is {config.vocab_size}")
     model = GPT(config)
