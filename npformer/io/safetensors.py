@@ -244,6 +244,7 @@ def save_safetensors(path, tensors: dict, metadata: dict | None = None, dtype: s
                 f.write(memoryview(data.reshape(-1)).cast("B"))
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is read by others, as transformers' are
         os.replace(tmp, path)
     except BaseException:
         try:

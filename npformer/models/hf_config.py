@@ -109,7 +109,7 @@ def gpt_config_from_hf(hf: dict, hf_extra: dict | None = None, **overrides) -> G
                              "position embeddings of the pretrained model")
         fields["block_size"] = block_size
     extra = {"hf": {"config": copy.deepcopy(hf), **(hf_extra or {})}}
-    return GPTConfig(**fields, dropout=0.0, extra=extra, **overrides)
+    return GPTConfig(**{**fields, "dropout": 0.0, **overrides}, extra=extra)
 
 
 def _gpt2_fields(hf: dict) -> dict:
