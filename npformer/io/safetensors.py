@@ -202,7 +202,7 @@ def _encode(name: str, value, dtype: str | None) -> tuple[str, np.ndarray]:
     if key not in NUMPY_TO_CODE:
         raise TypeError(f"save_safetensors: tensor {name!r} has dtype {value.dtype}, which safetensors cannot "
                         f"store; storable: {', '.join(sorted(str(d) for d in NUMPY_TO_CODE))}")
-    return NUMPY_TO_CODE[key], np.ascontiguousarray(value, dtype=key)
+    return NUMPY_TO_CODE[key], np.require(value, dtype=key, requirements="C")  # (0-d arrays stay 0-d)
 
 
 def save_safetensors(path, tensors: dict, metadata: dict | None = None, dtype: str | None = None) -> None:
