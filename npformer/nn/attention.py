@@ -57,6 +57,9 @@ class MultiHeadAttention(Module):
             self.qkv = Linear(dim, (H + 2 * Hkv) * D, bias=bias, rng=rng)
         self.proj = Linear(H * D, dim, bias=bias, std=proj_std, rng=rng)
         self._cache = None
+        # inspection only (npformer.inspect sets it for one forward): a callable given each forward's
+        # (q, k, v, mask, causal) as the attention kernel sees them. None in training: one check per forward.
+        self.capture = None
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _kernel(self):
@@ -116,6 +119,8 @@ class MultiHeadAttention(Module):
             rope_caches = (rq, rk)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
+        if self.capture is not None:
+            self.capture(q, k, v, mask, causal)
         fwd, _ = self._kernel()
         out, attn_cache = fwd(q, k, v, mask=mask, causal=causal)
         out = out.transpose(0, 2, 1, 3).reshape(B, T, H * D)

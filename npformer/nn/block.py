@@ -32,6 +32,9 @@ class TransformerBlock(Module):
         self.placement, self.causal, self.has_cross = placement, causal, cross_attention
         self.recompute = recompute
         self._cache_inputs = None
+        # inspection only (npformer.inspect sets it for one forward): a callable given the block's input, its
+        # output and each norm's (name, input, output). None in training: one check per forward.
+        self.capture = None
         self.norm1 = make_norm(norm, dim, bias=bias, eps=norm_eps)
         self.attn = MultiHeadAttention(dim, n_head, n_kv_head, bias=bias, rope=rope, rope_base=rope_base,
                                        proj_std=proj_std, rng=rng, impl=attn_impl)
@@ -69,15 +72,26 @@ class TransformerBlock(Module):
         def cross_attn(h):
             return self.cross.forward(h, context=context, mask=context_mask, context_kv=context_kv)
 
-        # x1, x2, x3 name the residual stream after each branch; backward's comments refer to them
+        # x1, x2, x3 name the residual stream after each branch; backward's comments refer to them. ``norms``
+        # pairs each norm's input and output, for ``capture`` alone.
         if self.placement == "pre":
-            x1 = x + self.drop1.forward(self_attn(self.norm1.forward(x)))
-            x2 = x1 + self.drop_c.forward(cross_attn(self.norm_c.forward(x1))) if self.has_cross else x1
-            x3 = x2 + self.drop2.forward(self.ffn.forward(self.norm2.forward(x2)))
-            return x3
-        x1 = self.norm1.forward(x + self.drop1.forward(self_attn(x)))
-        x2 = self.norm_c.forward(x1 + self.drop_c.forward(cross_attn(x1))) if self.has_cross else x1
-        x3 = self.norm2.forward(x2 + self.drop2.forward(self.ffn.forward(x2)))
+            h1 = self.norm1.forward(x)
+            x1 = x + self.drop1.forward(self_attn(h1))
+            hc = self.norm_c.forward(x1) if self.has_cross else None
+            x2 = x1 + self.drop_c.forward(cross_attn(hc)) if self.has_cross else x1
+            h2 = self.norm2.forward(x2)
+            x3 = x2 + self.drop2.forward(self.ffn.forward(h2))
+            norms = (("norm1", x, h1), ("norm_c", x1, hc), ("norm2", x2, h2))
+        else:
+            s1 = x + self.drop1.forward(self_attn(x))
+            x1 = self.norm1.forward(s1)
+            sc = x1 + self.drop_c.forward(cross_attn(x1)) if self.has_cross else None
+            x2 = self.norm_c.forward(sc) if self.has_cross else x1
+            s2 = x2 + self.drop2.forward(self.ffn.forward(x2))
+            x3 = self.norm2.forward(s2)
+            norms = (("norm1", s1, x1), ("norm_c", sc, x2), ("norm2", s2, x3))
+        if self.capture is not None:
+            self.capture(x, x3, [norm for norm in norms if self.has_cross or norm[0] != "norm_c"])
         return x3
 
     def backward(self, dy):

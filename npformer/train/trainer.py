@@ -1,6 +1,8 @@
 """The training loop every script shares: schedule, gradient accumulation, clipping, AdamW, periodic validation,
-a live progress line, a CSV of the loss history (and a PNG plot when matplotlib is there), atomic checkpoints,
-exact resume, and a guard that stops on a non-finite loss with the last good checkpoint left intact.
+a live progress line, a CSV of the loss history (and a PNG plot when matplotlib is there), gradient flow at the
+logged steps (per-layer gradient norms and update-to-parameter ratios: ``gradient_flow.csv`` and, at the end,
+``gradient_flow.png``), atomic checkpoints, exact resume, and a guard that stops on a non-finite loss with the
+last good checkpoint left intact.
 
     trainer = Trainer(model, TrainConfig(...), train_ids, val_ids, meta={"tokenizer": tok.to_dict()})
     trainer.run()
@@ -18,6 +20,8 @@ import numpy as np
 
 from .. import backend
 from ..data import BatchSampler
+from ..inspect.gradient_flow import FIELDS as GRADIENT_FLOW_FIELDS
+from ..inspect.gradient_flow import GradientFlowProbe
 from ..kernels import use_kernels
 from ..nn import Dropout
 from ..parallel import data_parallel, default_workers
@@ -47,6 +51,7 @@ class Trainer:
 
     CHECKPOINT = "ckpt.npz"
     HISTORY = "history.csv"
+    GRADIENT_FLOW = "gradient_flow.csv"
 
     def __init__(self, model, config: TrainConfig, train_ids, val_ids, meta: dict | None = None):
         config, notes = config.fitted()  # a short run gets a schedule that fits it, and a note saying so
@@ -68,6 +73,9 @@ class Trainer:
         self._all_finite = None  # device flag: every loss and norm since the last synced step was finite
         self._last_check = 0  # the step after the last synced check
         self.history: list[dict] = []  # one row per log point: step, train_loss, val_loss, lr, tokens_per_s
+        # one row per layer per logged step: step, layer, grad_norm, update_ratio, param_norm (npformer.inspect)
+        self.gradient_flow: list[dict] = []
+        self._probe = GradientFlowProbe(model.named_parameters())
         self.last_checkpoint_step: int | None = None
         self._resumed_at: int | None = None  # the step a resume restored: its evaluation already happened
         self.tokens_per_step = config.batch_size * config.grad_accum * T
@@ -116,6 +124,7 @@ class Trainer:
             val_sampler=self.val_batches.state_dict(),
             dropout_rngs=self._dropout_states(),
             history=self.history,
+            gradient_flow=self.gradient_flow,
             workers=self._workers_used(),  # results depend on it (float rounding): see resume
         )
         save_checkpoint(path, params=self.model.state_dict(), meta=meta, optimizer=self.optimizer.state_dict())
@@ -152,6 +161,8 @@ class Trainer:
         self.step = meta["step"]
         history = meta.get("history", [])
         self.history = list(history) if isinstance(history, list) else []
+        flow = meta.get("gradient_flow", [])
+        self.gradient_flow = list(flow) if isinstance(flow, list) else []
         self.last_checkpoint_step = self._resumed_at = self.step
         saved_workers = meta.get("workers")
         if saved_workers is not None and saved_workers != self._workers_used():
@@ -174,13 +185,19 @@ class Trainer:
         if not self.cfg.quiet:
             print(text, flush=True)
 
-    def train_step(self, sync: bool = True) -> tuple[float, float]:
+    def train_step(self, sync: bool = True, record: bool | None = None) -> tuple[float, float]:
         """One optimizer step (grad_accum micro-batches). Returns (loss, gradient norm) as floats, or (nan, nan)
         with ``sync=False`` on a device backend, which then makes no device-to-host transfer at all: the step's
         loss and norm stay on the device, and whether they were finite is folded into a device flag that the
         next synced step reads (``run`` syncs only at the steps it logs, evaluates or saves). On the host,
-        checking costs nothing, so every step is checked (and a divergence is named at its own step)."""
+        checking costs nothing, so every step is checked (and a divergence is named at its own step).
+
+        record (default: ``sync``): also measure this step's gradient flow (npformer.inspect.gradient_flow) into
+        ``self.gradient_flow``. Its figures ride in the step's one transfer: on a device that transfer then
+        comes after the optimizer step (as at unsynced steps, a non-finite step has been applied when it is
+        reported); ``run`` records at the steps it logs."""
         cfg, model = self.cfg, self.model
+        record = sync if record is None else record
         lr = self.schedule(self.step)
         self.optimizer.set_lr(lr)
         model.zero_grad()
@@ -191,35 +208,51 @@ class Trainer:
             self.runner.backward(1.0 / cfg.grad_accum)  # gradients add up: the mean over micro-batches
             loss_sum = loss if loss_sum is None else loss_sum + loss
         loss = loss_sum / cfg.grad_accum
+        if record:
+            self._probe.before_step()  # gradients as backward left them, before clipping
         norm = clip_grad_norm(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        sync = sync or backend.on_host(loss)
-        loss_value, norm_value = self._check_finite(loss, norm, sync)
+        on_host = backend.on_host(loss)
+        # read the finite flag now, unless this is a device step whose gradient flow will come home with it
+        read_now = sync or on_host if not record else on_host
+        loss_value, norm_value, _ = self._check_finite(loss, norm, read_now)
         with use_kernels(getattr(getattr(model, "config", None), "kernels", None)):  # the model's tier, if pinned
             self.optimizer.step()
+        if record:
+            flow = self._probe.after_step()
+            if on_host:
+                host_flow = backend.to_numpy(flow)
+            else:
+                loss_value, norm_value, host_flow = self._check_finite(loss, norm, True, extra=flow)
+            self.gradient_flow.extend(self._probe.rows(self.step + 1, host_flow))
         self.step += 1
         return loss_value, norm_value
 
-    def _check_finite(self, loss, norm, sync: bool) -> tuple[float, float]:
+    def _check_finite(self, loss, norm, sync: bool, extra=None) -> tuple[float, float, object]:
         """Fold this step's loss and norm into the device flag ``all finite since the last check``; when ``sync``,
-        read it with the step's loss and norm in one transfer and raise TrainingDiverged if any was not finite."""
+        read it with the step's loss and norm (and ``extra``, a vector of the loss's dtype) in one transfer and
+        raise TrainingDiverged if any was not finite. Returns (loss, norm, extra on the host or None)."""
         xp = backend.array_module(loss)
         values = [loss] + ([] if norm is None else [norm.astype(loss.dtype)])
         finite = xp.isfinite(xp.stack(values)).all()
         self._all_finite = finite if self._all_finite is None else (self._all_finite & finite)
         if not sync:
-            return float("nan"), float("nan")
-        host = backend.to_numpy(xp.concatenate([xp.stack(values), self._all_finite.astype(loss.dtype)[None]]))
+            return float("nan"), float("nan"), None
+        parts = [xp.stack(values), self._all_finite.astype(loss.dtype)[None]]
+        if extra is not None:
+            parts.append(extra.astype(loss.dtype))
+        host = backend.to_numpy(xp.concatenate(parts))
         self._all_finite = None
+        n = len(values) + 1
         loss_value = float(host[0])
         norm_value = float(host[1]) if norm is not None else float("nan")
         if not math.isfinite(loss_value):
             raise self._diverged("the training loss", loss_value)
         if not math.isfinite(norm_value) and norm is not None:
             raise self._diverged("the gradient norm", norm_value)
-        if host[-1] != 1.0:
+        if host[n - 1] != 1.0:
             raise self._diverged(f"a training loss or gradient norm since step {self._last_check}", "not finite")
         self._last_check = self.step + 1
-        return loss_value, norm_value
+        return loss_value, norm_value, host[n:] if extra is not None else None
 
     def run(self) -> list[dict]:
         cfg = self.cfg
@@ -235,8 +268,8 @@ class Trainer:
             t0 = time.perf_counter()
             # a device sync only where the loss is shown, or before an evaluation (which saves a checkpoint)
             after = self.step + 1
-            sync = after % cfg.log_interval == 0 or after == cfg.max_iters or after % cfg.eval_interval == 0
-            train_loss, _ = self.train_step(sync=sync)
+            logged = after % cfg.log_interval == 0 or after == cfg.max_iters
+            train_loss, _ = self.train_step(sync=logged or after % cfg.eval_interval == 0, record=logged)
             recent_time += time.perf_counter() - t0
             recent_tokens += self.tokens_per_step
             if self.step % cfg.log_interval == 0 or self.step == cfg.max_iters:
@@ -249,6 +282,7 @@ class Trainer:
                 recent_tokens, recent_time = 0, 0.0
         self._evaluate(train_loss, start, start_step)
         self._write_history()
+        plot_gradient_flow(self.gradient_flow, self._path("gradient_flow.png"))
         return self.history
 
     def _evaluate(self, train_loss: float, start: float, start_step: int) -> None:
@@ -278,6 +312,24 @@ class Trainer:
             writer.writerows(self.history)
         os.replace(tmp, path)
         plot_history(self.history, self._path("loss.png"))
+        path = self._path(self.GRADIENT_FLOW)
+        with open(path + ".tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=GRADIENT_FLOW_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.gradient_flow)
+        os.replace(path + ".tmp", path)
+
+
+def plot_gradient_flow(rows: list[dict], path: str | None) -> bool:
+    """Write the gradient-flow PNG (npformer.inspect.plots) when matplotlib is installed; return whether it did."""
+    if path is None or not rows:
+        return False
+    try:
+        from ..inspect.plots import plot_gradient_flow as plot
+    except ImportError:  # matplotlib is optional
+        return False
+    plot(rows, path)
+    return True
 
 
 def plot_history(history: list[dict], path: str | None) -> bool:
