@@ -26,6 +26,8 @@ import npformer  # noqa: E402
 from npformer.data import BPETokenizer, check_long_enough, read_text, train_val_split  # noqa: E402
 from npformer.decode.generate import generate  # noqa: E402
 from npformer.models import GPT  # noqa: E402
+from npformer.models.hf_config import gpt_config_from_hf  # noqa: E402
+from npformer.models.pretrained import read_config  # noqa: E402
 from npformer.train.cli import INTERRUPTED, add_dataclass_args, add_debug_flag, dataclass_from_args, run_script  # noqa: E402,E501
 from npformer.train.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -39,7 +41,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--init-from", required=True, metavar="DIR", help="a Hugging Face model directory")
     p.add_argument("--data", required=True, help="a UTF-8 text file to fine-tune on")
-    p.add_argument("--block-size", type=int, default=256, help="context length (crops the pretrained one)")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="context length, cropping the pretrained one (default: 256, or less if it is shorter)")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout while fine-tuning (nanoGPT: 0.0 or 0.1)")
     p.add_argument("--backend", choices=["numpy", "cupy"], default=os.environ.get("NPFORMER_BACKEND", "numpy"))
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")
@@ -57,7 +60,8 @@ def main(argv=None) -> int:
     npformer.kernels.cpu.keep_host_memory()
 
     tokenizer = BPETokenizer.from_pretrained(args.init_from)
-    model = GPT.from_pretrained(args.init_from, block_size=args.block_size, dropout=args.dropout)
+    block_size = args.block_size or min(256, gpt_config_from_hf(read_config(args.init_from)).block_size)
+    model = GPT.from_pretrained(args.init_from, block_size=block_size, dropout=args.dropout)
     config = model.config
     if tokenizer.vocab_size > config.vocab_size:
         raise ValueError(f"{args.init_from!r}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "

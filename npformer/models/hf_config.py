@@ -65,24 +65,23 @@ def _refuse_exotic(hf: dict) -> None:
 
 def _rope_base(hf: dict) -> float:
     """rope_theta, from transformers 5's rope_parameters or transformers 4's rope_theta; only plain RoPE."""
-    params = hf.get("rope_parameters")
-    if isinstance(params, dict):
-        if params.get("rope_type", "default") != "default":
-            raise _unsupported("rope_parameters", params, "asks for rotary scaling "
-                               f"{params.get('rope_type')!r}; npformer computes plain RoPE only")
-        extra = {k: v for k, v in params.items() if k not in ("rope_type", "rope_theta") and v not in _NEUTRAL}
-        if extra:
-            raise _unsupported("rope_parameters", params, f"sets {sorted(extra)}; npformer computes plain RoPE only")
-        if "rope_theta" in params:
-            return float(params["rope_theta"])
-    elif params is not None:
-        raise _unsupported("rope_parameters", params, "is not a mapping")
     scaling = hf.get("rope_scaling")
     if scaling is not None:
         kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
         if kind != "default":
             raise _unsupported("rope_scaling", scaling, "asks for rotary scaling; npformer computes plain RoPE only")
-    return float(hf.get("rope_theta", 10000.0))
+    params = hf.get("rope_parameters")
+    if params is None:
+        return float(hf.get("rope_theta", 10000.0))
+    if not isinstance(params, dict):
+        raise _unsupported("rope_parameters", params, "is not a mapping")
+    if params.get("rope_type", "default") != "default":
+        raise _unsupported("rope_parameters", params, "asks for rotary scaling "
+                           f"{params.get('rope_type')!r}; npformer computes plain RoPE only")
+    extra = {k: v for k, v in params.items() if k not in ("rope_type", "rope_theta") and v not in _NEUTRAL}
+    if extra:
+        raise _unsupported("rope_parameters", params, f"sets {sorted(extra)}; npformer computes plain RoPE only")
+    return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
 
 
 def gpt_config_from_hf(hf: dict, hf_extra: dict | None = None, **overrides) -> GPTConfig:
