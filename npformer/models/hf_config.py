@@ -195,7 +195,8 @@ def hf_config(config: GPTConfig, dtype_name: str) -> dict:
             same = False
     out = source if same else {**source, **_canonical(config, model_type, source)}
     dtype_key = "torch_dtype" if "torch_dtype" in out and "dtype" not in out else "dtype"
-    out[dtype_key] = dtype_name
+    if dtype_key in out or not source or dtype_name != "float32":  # a source without one stays without one
+        out[dtype_key] = dtype_name
     return out
 
 

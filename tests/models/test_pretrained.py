@@ -321,6 +321,31 @@ def test_a_shard_index_that_lies_is_refused(tmp_path):
             GPT.from_pretrained(tmp_path)
 
 
+def test_the_hub_layout_of_gpt2(tmp_path):
+    """openai-community/gpt2's model.safetensors names tensors without "transformer." and carries each block's
+    causal-mask buffer (attn.bias); its config.json has no dtype and keys of its own (n_ctx, task_specific_params).
+    It loads, and writes back in its own layout, without the buffers."""
+    model = _npformer_dir(tmp_path / "npformer")
+    tensors = {k.removeprefix("transformer."): v for k, v in load_safetensors(
+        tmp_path / "npformer" / "model.safetensors").items()}
+    for i in range(2):
+        tensors[f"h.{i}.attn.bias"] = np.tril(np.ones((1, 1, 16, 16), np.float32))
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    save_safetensors(hub / "model.safetensors", tensors, metadata={"format": "pt"})
+    config = json.loads((tmp_path / "npformer" / "config.json").read_text())
+    del config["dtype"]
+    config.update(n_ctx=16, task_specific_params={"text-generation": {"do_sample": True, "max_length": 50}})
+    (hub / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    loaded = GPT.from_pretrained(hub)
+    idx = np.random.default_rng(0).integers(0, V, size=(2, T))
+    np.testing.assert_array_equal(_ours_logits(loaded, idx), _ours_logits(model, idx))
+    loaded.save_pretrained(tmp_path / "out")
+    assert (tmp_path / "out" / "config.json").read_text() == (hub / "config.json").read_text()
+    written = load_safetensors(tmp_path / "out" / "model.safetensors")
+    assert sorted(written) == sorted(k for k in tensors if not k.endswith(".attn.bias"))
+
+
 def test_overrides_crop_and_refuse(tmp_path):
     model = _npformer_dir(tmp_path)
     cropped = GPT.from_pretrained(tmp_path, block_size=8, dropout=0.1)
