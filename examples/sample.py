@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     npformer.set_backend(args.backend)
     if args.hf:
-        model, tokenizer = GPT.from_pretrained(args.hf), BPETokenizer.from_pretrained(args.hf)
+        tokenizer = BPETokenizer.from_pretrained(args.hf)  # first: it fails fast where the weights take a while
+        model = GPT.from_pretrained(args.hf)
         source = f"{args.hf} ({model.config.extra['hf']['config']['model_type']})"
     else:
         model, tokenizer, ckpt = load_gpt(args.checkpoint)  # every entry checked: a bad one names itself

@@ -141,7 +141,34 @@ def test_pattern_translation_refuses_what_it_cannot_translate():
     assert translate(r"[^\s\p{N}]").startswith("[^\\u0009-\\u000d")
 
 
-def test_a_megabyte_is_encoded_with_the_word_cache(trained):
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def test_a_split_pattern_and_ignore_merges_as_llama_3_has_them(tmp_path):
+    """tokenizer.json's other byte-level layout (Llama 3, Qwen 2): a Split pre-tokenizer with its own pattern
+    (case-insensitive contractions, digits in threes), then ByteLevel without its regex; ignore_merges."""
+    tk = pytest.importorskip("tokenizers")
+    theirs = tk.Tokenizer(tk.models.BPE(ignore_merges=True))
+    theirs.pre_tokenizer = tk.pre_tokenizers.Sequence([
+        tk.pre_tokenizers.Split(tk.Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+        tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    theirs.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(vocab_size=700, special_tokens=["<|begin_of_text|>"],
+                                     initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    theirs.train_from_iterator(TRAINING_TEXT.splitlines(keepends=True) + ["WE'LL 'S 'ſ 12345678\r\n"], trainer)
+    theirs.save(str(tmp_path / "tokenizer.json"))
+    ours = BPETokenizer.from_pretrained(tmp_path)
+    assert ours.pattern == LLAMA3_PATTERN and ours.ignore_merges
+    ours.save_pretrained(tmp_path / "again")
+    again = tk.Tokenizer.from_file(str(tmp_path / "again" / "tokenizer.json"))
+    extra = ["Don't I'M WE'LL 'S 'ſ ſ K", "12345678 1 22 333 4444", "a\r\n\r\nb  \n\n c<|begin_of_text|>"]
+    for text in HOSTILE + extra:
+        assert ours.encode(text).tolist() == theirs.encode(text).ids == again.encode(text).ids, text
+        assert ours.decode(ours.encode(text)) == text
+
+
+def test_a_long_text_is_encoded_through_the_word_cache(trained):
     ours = BPETokenizer.from_pretrained(trained[0] / "json")
     text = TRAINING_TEXT * (200_000 // len(TRAINING_TEXT) + 1)
     ids = ours.encode(text)
