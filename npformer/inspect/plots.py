@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from ..functional.attention_inputs import allowed_scores, check_attention_inputs
 from ..nn.attention import padding_mask
 from .figures import Picture, label, new_figure, save
@@ -38,7 +39,7 @@ def plot_attention(maps, path: str, queries=None, keys=None, batch: int = 0, tit
     """maps: (L, B, H, Tq, Tk) attention probabilities (``attention_maps``); one heatmap per layer (rows) and head
     (columns) of sequence ``batch``: row i is query i's weights over the keys, 0 (dark) to 1 (bright).
     queries / keys: the tokens (strings) of the query and key positions (keys default to queries)."""
-    P = np.asarray(maps, dtype=np.float64)
+    P = backend.to_numpy(maps).astype(np.float64)
     if P.ndim != 5:
         raise ValueError(f"plot_attention: maps must be (L, B, H, Tq, Tk), got shape {P.shape}")
     P = P[:, batch]
@@ -141,7 +142,7 @@ def plot_norm_histograms(blocks, path: str, bins: int = 60, title: str | None = 
     data = {}
     for l, block in enumerate(blocks):
         for j, name in enumerate(names):
-            before, after = (np.asarray(a, dtype=np.float64).reshape(-1) for a in block.norms[name])
+            before, after = (backend.to_numpy(a).astype(np.float64).reshape(-1) for a in block.norms[name])
             data[f"layer{l}.{name}"] = (before, after)
             edges = np.linspace(min(before.min(), after.min()), max(before.max(), after.max()), bins + 1)
             ax = axes[l, j]

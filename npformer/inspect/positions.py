@@ -30,7 +30,7 @@ def sinusoidal_table(T: int, C: int) -> np.ndarray:
 
 def similarity(table) -> np.ndarray:
     """(T, C) -> (T, T) dot products between positions' vectors."""
-    table = np.asarray(table, dtype=np.float64)
+    table = backend.to_numpy(table).astype(np.float64)
     return table @ table.T
 
 
@@ -47,7 +47,7 @@ def rope_scores(T: int, D: int, base: float = 10000.0, seed: int = 0) -> np.ndar
 
 def rope_offset_error(S) -> float:
     """max over offsets d of max |S[m, m + d] - mean of that diagonal|: 0 when S depends on the offset alone."""
-    S = np.asarray(S, dtype=np.float64)
+    S = backend.to_numpy(S).astype(np.float64)
     T = S.shape[0]
     worst = 0.0
     for d in range(-(T - 1), T):
@@ -77,7 +77,7 @@ def plot_position_similarity(path: str, T: int = 64, C: int = 64, learned=None, 
     largest deviation from that written on the plot."""
     panels = {"sinusoidal": similarity(sinusoidal_table(T, C))}
     if learned is not None:
-        learned = np.asarray(learned, dtype=np.float64)[:T]
+        learned = backend.to_numpy(learned).astype(np.float64)[:T]  # a device model's table comes home
         panels["learned"] = similarity(learned)
     S = rope_scores(T, head_dim, rope_base)
     panels["rope"] = S

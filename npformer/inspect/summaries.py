@@ -10,8 +10,8 @@ For query i (its position among the keys is i + Tk - Tq, as in the causal rule) 
 
 each averaged over the batch and over the queries that have a token before them (query 0 of a causal head can
 only look at itself), leaving out query rows that attend to nothing and, given ``query_mask``, padding queries.
-A head whose mean weight on the previous (first) token is at least ``threshold`` is a previous-token
-(first-token) head.
+A head whose mean weight on the previous (first) token is at least ``threshold``, and the larger of the two, is a
+previous-token (first-token) head.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .. import backend
 
 ROLES = ("previous-token", "first-token")
 
@@ -43,9 +45,9 @@ class HeadSummary:
 
 
 def head_summary(maps, query_mask=None, threshold: float = 0.5) -> HeadSummary:
-    """maps: (L, B, H, Tq, Tk) attention probabilities (host arrays, as ``attention_maps`` returns them).
+    """maps: (L, B, H, Tq, Tk) attention probabilities (as ``attention_maps`` returns them; device arrays come home).
     query_mask: None or boolean (B, Tq), True at real queries (an encoder's non-padding tokens)."""
-    P = np.asarray(maps, dtype=np.float64)
+    P = backend.to_numpy(maps).astype(np.float64)
     if P.ndim != 5:
         raise ValueError(f"head_summary: maps must be (L, B, H, Tq, Tk), got shape {P.shape}")
     if not 0.0 < threshold <= 1.0:
@@ -56,7 +58,7 @@ def head_summary(maps, query_mask=None, threshold: float = 0.5) -> HeadSummary:
     # queries counted: a token before them, something attended, and not padding
     counted = np.broadcast_to((pos >= 1)[None, None, None, :], (L, B, H, Tq)) & (P.sum(axis=-1) > 0.5)
     if query_mask is not None:
-        query_mask = np.asarray(query_mask, dtype=bool)
+        query_mask = backend.to_numpy(query_mask).astype(bool)
         if query_mask.shape != (B, Tq):
             raise ValueError(f"head_summary: query_mask must be (B, Tq) = {(B, Tq)}, got {query_mask.shape}")
         counted = counted & query_mask[None, :, None, :]
@@ -77,8 +79,8 @@ def head_summary(maps, query_mask=None, threshold: float = 0.5) -> HeadSummary:
     previous = mean(np.take_along_axis(P, np.broadcast_to(prev_idx[:, None], (Tq, 1))[None, None, None], -1)[..., 0])
     first = mean(P[..., 0])
     role = np.full((L, H), "", dtype=object)
-    role[first >= threshold] = "first-token"
-    role[previous >= threshold] = "previous-token"  # at position 1 the two coincide: previous wins
+    role[(previous >= threshold) & (previous >= first)] = "previous-token"
+    role[(first >= threshold) & (first > previous)] = "first-token"  # (at query 1 the two are one key)
     return HeadSummary(entropy, distance, previous, first, role, threshold)
 
 

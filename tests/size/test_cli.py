@@ -75,7 +75,9 @@ def test_hf_config_checkpoint_and_npformer_config(tmp_path, capsys):
     (["gpt2", "--context", "4096"], "context 4096 exceeds gpt2's longest context of 1024"),
 ])
 def test_mistakes_are_one_line(argv, fragment):
-    proc = subprocess.run([sys.executable, "-m", "npformer.size", *argv], capture_output=True, text=True, cwd=ROOT)
+    env = {k: v for k, v in os.environ.items() if k != "NPFORMER_BACKEND"}  # no GPU asked for here
+    proc = subprocess.run([sys.executable, "-m", "npformer.size", *argv], capture_output=True, text=True, cwd=ROOT,
+                          env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.count("error:") == 1 and fragment in proc.stderr
 
