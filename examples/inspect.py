@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import npformer
-    from npformer.inspect import capture, format_head_table, head_summary, plots, positions
+    from npformer.inspect import capture_forward, format_head_table, head_summary, plots, positions
     from npformer.inspect.figures import MissingPlotExtra, require_matplotlib
     from npformer.train.cli import USAGE_ERROR
     from npformer.train.saved_models import load_gpt
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
           f"{config.n_layer} layers x {config.n_head} heads, positions {config.positions}")
     print(f"text: {len(ids)} tokens {''.join(tokens)!r}")
 
-    cap = capture(model, np.asarray(ids, dtype=np.int64)[None, :])  # one forward: attention and activations
+    cap = capture_forward(model, np.asarray(ids, dtype=np.int64)[None, :])  # one forward: attention and activations
     maps, blocks = cap.attention["decoder"], cap.blocks["decoder"]
     written = []
 

@@ -9,8 +9,8 @@ Nothing here runs while training unless asked: capture hooks are set for one for
 trainer records gradient flow only at the steps it logs (npformer.inspect.gradient_flow).
 """
 
-from .capture import BlockActivations, Capture, attention_maps, block_activations, capture, model_stacks
+from .capture import BlockActivations, Capture, attention_maps, block_activations, capture_forward, model_stacks
 from .summaries import format_head_table, head_summary
 
-__all__ = ["BlockActivations", "Capture", "attention_maps", "block_activations", "capture", "format_head_table",
-           "head_summary", "model_stacks"]
+__all__ = ["BlockActivations", "Capture", "attention_maps", "block_activations", "capture_forward",
+           "format_head_table", "head_summary", "model_stacks"]

@@ -4,7 +4,7 @@ activations, from GPT, Encoder and EncoderDecoder alike.
 Shapes: L layers, B batch, H heads, Tq queries, Tk keys, T time, C channels.
 
 How, without slowing training: ``MultiHeadAttention`` and ``TransformerBlock`` each have a ``capture``
-attribute, None in training (one ``is not None`` check per forward). ``capture`` sets it on every attention
+attribute, None in training (one ``is not None`` check per forward). ``capture_forward`` sets it on every attention
 layer and block of the model for one forward pass in eval mode, then restores everything (modes, hooks) and
 drops the forward's caches. Each attention layer hands over its q, k, v, mask and causal flag as its kernel sees
 them (after the projections and RoPE), and the probabilities are recomputed from them with the reference
@@ -15,6 +15,7 @@ flash kernel runs, whichever it trains with. What is captured comes home as NumP
     maps = attention_maps(encoder, ids)      # (L, B, H, T, T), padding keys get 0
     maps = attention_maps(seq2seq, src, tgt_in)
     maps["encoder"], maps["decoder"], maps["cross"]   # (L, B, H, S, S), (L, B, H, T, T), (L, B, H, T, S)
+    cap = capture_forward(gpt, ids)          # both at once: cap.attention["decoder"], cap.blocks["decoder"]
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _hooks_on(model, stacks: dict):
         model.drop_caches()  # the capture's forward has no backward
 
 
-def capture(model, ids, tgt_in=None) -> Capture:
+def capture_forward(model, ids, tgt_in=None) -> Capture:
     """Run one forward pass of ``model`` (eval mode: no dropout) and return what it computed inside.
 
     ids: (B, T) token ids (a GPT's or an Encoder's input; an EncoderDecoder's source), host or device.
@@ -116,7 +117,7 @@ def capture(model, ids, tgt_in=None) -> Capture:
     stacks = model_stacks(model)
     encoder_decoder = "encoder" in stacks and "decoder" in stacks
     if encoder_decoder and tgt_in is None:
-        raise ValueError("inspect: an EncoderDecoder needs the decoder's input too: capture(model, src, tgt_in)")
+        raise ValueError("inspect: an EncoderDecoder needs the decoder's input too: (model, src, tgt_in)")
     if not encoder_decoder and tgt_in is not None:
         raise ValueError(f"inspect: a {type(model).__name__} takes one input; tgt_in is for an EncoderDecoder")
     with _hooks_on(model, stacks) as records:
@@ -138,12 +139,12 @@ def attention_maps(model, ids, tgt_in=None):
     rule or the padding forbids). EncoderDecoder (ids = src (B, S), tgt_in (B, T)): a dict with "encoder"
     (L_enc, B, H, S, S), "decoder" (L_dec, B, H, T, T) and "cross" (L_dec, B, H, T, S).
     """
-    cap = capture(model, ids, tgt_in)
+    cap = capture_forward(model, ids, tgt_in)
     if len(cap.stacks) == 1:
         return cap.attention[cap.stacks[0]]
     return cap.attention
 
 
 def block_activations(model, ids, tgt_in=None) -> dict:
-    """{stack name: [BlockActivations per layer]} from one forward pass (see ``capture``)."""
-    return capture(model, ids, tgt_in).blocks
+    """{stack name: [BlockActivations per layer]} from one forward pass (see ``capture_forward``)."""
+    return capture_forward(model, ids, tgt_in).blocks

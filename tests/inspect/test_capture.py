@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from npformer import backend
 from npformer.functional.norms import layernorm_forward, rmsnorm_forward
-from npformer.inspect import attention_maps, block_activations, capture
+from npformer.inspect import attention_maps, block_activations, capture_forward
 from npformer.models import GPT, Encoder, EncoderDecoder, EncoderDecoderConfig, GPTConfig
 
 from ..helpers import allowed_matrix, padded_ids, randomize_parameters
@@ -123,19 +123,19 @@ def test_capture_leaves_the_model_as_it_was():
     model.train()
     model.blocks[1].eval()
     ids = np.zeros((1, 5), dtype=np.int64)
-    first = capture(model, ids)
+    first = capture_forward(model, ids)
     assert model.training and model.blocks[0].training and not model.blocks[1].training
     for m in model.modules():
         assert getattr(m, "capture", None) is None
         for attr in m.caches:
             assert getattr(m, attr) is None, (type(m).__name__, attr)
-    again = capture(model, ids)  # eval mode inside: no dropout, so the same maps twice
+    again = capture_forward(model, ids)  # eval mode inside: no dropout, so the same maps twice
     np.testing.assert_array_equal(first.attention["decoder"], again.attention["decoder"])
 
 
 def test_device_models_take_host_ids_and_give_host_maps(xp_backend):
     model = GPT(GPTConfig(vocab_size=7, block_size=5, n_layer=2, n_head=2, n_embd=8))
     ids = np.arange(10).reshape(2, 5) % 7
-    cap = capture(model, ids)
+    cap = capture_forward(model, ids)
     assert type(cap.attention["decoder"]) is np.ndarray and cap.attention["decoder"].shape == (2, 2, 2, 5, 5)
     assert type(cap.blocks["decoder"][0].norms["norm1"][1]) is np.ndarray

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from npformer import backend
-from npformer.inspect import capture, head_summary
+from npformer.inspect import capture_forward, head_summary
 from npformer.inspect.figures import MissingPlotExtra
 from npformer.models import GPT, GPTConfig
 
@@ -31,7 +31,7 @@ def gpt_capture():
     cfg = GPTConfig(vocab_size=12, block_size=8, n_layer=2, n_head=3, n_embd=12)
     model = GPT(cfg)
     ids = np.random.default_rng(0).integers(0, 12, (2, 7))
-    return model, capture(model, ids)
+    return model, capture_forward(model, ids)
 
 
 def test_attention_heatmaps_are_causal_probabilities(tmp_path, gpt_capture):
