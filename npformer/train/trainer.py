@@ -212,8 +212,8 @@ class Trainer:
             self._probe.before_step()  # gradients as backward left them, before clipping
         norm = clip_grad_norm(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
         on_host = backend.on_host(loss)
-        # read the finite flag now, unless this is a device step whose gradient flow will come home with it
-        read_now = sync or on_host if not record else on_host
+        # the finite flag is read now, except on a device at a recorded step: then it comes home with the flow
+        read_now = on_host or (sync and not record)
         loss_value, norm_value, _ = self._check_finite(loss, norm, read_now)
         with use_kernels(getattr(getattr(model, "config", None), "kernels", None)):  # the model's tier, if pinned
             self.optimizer.step()
