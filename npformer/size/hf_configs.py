@@ -17,6 +17,7 @@ A field the file leaves out takes transformers' default for that model type (the
 from __future__ import annotations
 
 import json
+import os
 
 from .shapes import AttentionShape, FeedForwardShape, LayerShape, ModelShape, StackShape
 
@@ -173,7 +174,9 @@ def shape_from_hf_config(config: dict, name: str | None = None, where: str = "co
 
 
 def read_hf_config(path: str) -> ModelShape:
-    """The ModelShape of the config.json at ``path``."""
+    """The ModelShape of the config.json at ``path`` (or in the model directory ``path``)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
     with open(path, encoding="utf-8") as f:
         try:
             config = json.load(f)

@@ -62,11 +62,13 @@ def test_hf_config_checkpoint_and_npformer_config(tmp_path, capsys):
                                   quiet=True), data[:1800], data[1800:]).run()
     enc = tmp_path / "encoder.json"
     enc.write_text(json.dumps(EncoderConfig(n_classes=3).to_dict()))
-    llama, gpt, encoder = run_json(capsys, "--hf-config", str(hf), "--checkpoint", str(tmp_path / "ckpt.npz"),
-                                   "--npformer-config", str(enc))
+    argv = ["--hf-config", str(hf), "--hf-config", str(tmp_path), "--checkpoint", str(tmp_path / "ckpt.npz"),
+            "--npformer-config", str(enc)]
+    llama, llama_dir, gpt, encoder = run_json(capsys, *argv)
     assert llama["params"] == 100 * 64 * 2 + 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128 + 2 * 64) + 64
     assert gpt["params"] == GPT(cfg).num_parameters() and gpt["model"].endswith("ckpt.npz")
     assert encoder["params"] == size_of(EncoderConfig(n_classes=3))["params"]
+    assert llama_dir["params"] == llama["params"]  # a model directory: its config.json
 
 
 @pytest.mark.parametrize("argv, fragment", [
