@@ -1,4 +1,4 @@
-"""examples/inspect.py: from a training checkpoint and a text to the pictures and the head table; without
+"""examples/inspect_model.py: from a training checkpoint and a text to the pictures and the head table; without
 matplotlib one line naming the extra and exit code 2; and, though it is named like the standard library's
 inspect module, the scripts beside it still import the real one."""
 
@@ -15,7 +15,7 @@ from npformer.models import GPT, GPTConfig
 from npformer.train import TrainConfig, Trainer
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-SCRIPT = os.path.join(ROOT, "examples", "inspect.py")
+SCRIPT = os.path.join(ROOT, "examples", "inspect_model.py")
 
 
 def load_script():
@@ -72,17 +72,15 @@ def run(script, *args):
 
 
 def test_a_missing_checkpoint_is_one_line():
-    proc = run("inspect.py", "--checkpoint", "nowhere/ckpt.npz")
+    proc = run("inspect_model.py", "--checkpoint", "nowhere/ckpt.npz")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and "train a model first" in proc.stderr
 
 
-def test_sibling_scripts_still_import_the_standard_librarys_inspect():
-    """examples/ is first on sys.path for sample.py; its imports of "inspect" must get the standard library's."""
-    proc = run("sample.py", "--help")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import inspect; "
-            "print(inspect.__file__, hasattr(inspect, 'signature'))")
-    proc = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "examples")], capture_output=True, text=True)
-    path, has_signature = proc.stdout.split()
-    assert has_signature == "True" and not path.startswith(os.path.abspath(os.path.join(ROOT, "examples")))
+def test_no_script_shadows_a_standard_library_module():
+    """A script runs with its folder first on sys.path, so a sibling named like a standard-library module (an
+    "inspect.py") would replace that module for every script there."""
+    names = {n for n in sys.stdlib_module_names}
+    for folder in ("examples", "benchmarks"):
+        clashes = [f for f in os.listdir(os.path.join(ROOT, folder)) if f.endswith(".py") and f[:-3] in names]
+        assert not clashes, f"{folder}/ has scripts named like standard-library modules: {clashes}"

@@ -1,10 +1,11 @@
 """See inside a model trained by examples/train_char.py: its attention heads on a text, what each head does, the
 masks attention applies, its positional encodings, the activations around each LayerNorm, and how the gradient
-flowed while it trained. Needs matplotlib (pip install 'npformer[plot]').
+flowed while it trained. Needs matplotlib (pip install 'npformer[plot]'). (Not named inspect.py: a script of that
+name would stand in for the standard library's inspect module for every other script in this folder.)
 
-    python examples/inspect.py --checkpoint out/train_char/ckpt.npz --text "def main():"
-    python examples/inspect.py --only attention,heads --out-dir pictures/
-    python examples/inspect.py --backend cupy      # the forward on a GPU (the pictures are drawn on the host)
+    python examples/inspect_model.py --checkpoint out/train_char/ckpt.npz --text "def main():"
+    python examples/inspect_model.py --only attention,heads --out-dir pictures/
+    python examples/inspect_model.py --backend cupy      # the forward on a GPU (the pictures are drawn on the host)
 
 Writes PNGs to --out-dir (default: an "inspect" folder beside the checkpoint) and prints the per-head table:
     attention.png            layers x heads heatmaps of the text, tokens on the axes
@@ -19,22 +20,9 @@ Writes PNGs to --out-dir (default: an "inspect" folder beside the checkpoint) an
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-
-if __name__ == "inspect":
-    # This file's name is the standard library's "inspect". A sibling script (train_char.py, ...) runs with this
-    # folder first on sys.path, so its imports (NumPy's, say) found this file instead: load the standard library's
-    # module and leave it in sys.modules, which is what their import returns. Nothing below runs an import.
-    import importlib.machinery
-    import importlib.util
-
-    _spec = importlib.machinery.PathFinder.find_spec("inspect", [os.path.dirname(os.__file__)])
-    _stdlib_inspect = importlib.util.module_from_spec(_spec)
-    sys.modules["inspect"] = _stdlib_inspect
-    _spec.loader.exec_module(_stdlib_inspect)
-
-import argparse  # noqa: E402
 
 PICTURES = ("attention", "heads", "masks", "positions", "norms", "gradient-flow")
 
