@@ -14,8 +14,10 @@ The package, from the bottom up (a layer imports only those below it):
     models/         GPT (GPT.from_pretrained reads Hugging Face gpt2 / llama directories), Encoder, EncoderDecoder
     decode/         sampling with a key/value cache, greedy and beam search
     parallel/       data parallelism over the cores of one machine (threads or processes)
+    inspect/        attention maps and activations from a forward, per-head summaries, the pictures
     data/           tokenizers (GPT-2's byte-level BPE too: npformer.BPETokenizer), batches, corpora, toy tasks
     train/          optimizers, schedules, checkpoints, the training loop
+    size/           the model-size calculator (python -m npformer.size)
     gradcheck       finite-difference gradient checks for any pair, layer or model
 
 Importing npformer imports NumPy and nothing else optional; CuPy is imported only when asked for.
