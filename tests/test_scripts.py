@@ -201,3 +201,15 @@ def test_run_script_keeps_unexpected_tracebacks(capsys):
     with pytest.raises(ValueError):
         run_script(mistaken, ["--debug"])
     assert run_script(lambda argv: np.float64(3), []) == 0  # a main returning data (the encoder scripts) is success
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`python -m npformer.size gpt2 | head -1`: the closed pipe ends the script quietly, exit 0."""
+    env = {k: v for k, v in os.environ.items() if k != "NPFORMER_BACKEND"}
+    # 200 reports, about 200 KB: more than a pipe holds, so the writer really meets the closed pipe
+    proc = subprocess.Popen([sys.executable, "-m", "npformer.size", *["gpt2"] * 200],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and first and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

@@ -81,6 +81,11 @@ def run_script(main, argv=None, hints: dict | None = None) -> int:
     debug = "--debug" in argv
     try:
         code = main(argv)
+    except BrokenPipeError:  # the reader went away (``| head``): nothing of ours failed
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again
+        return 0
     except KeyboardInterrupt:
         if debug:
             raise
