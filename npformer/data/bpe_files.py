@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..io.atomic import SHARED, atomic_open
 from .bpe import _merge_pair
 
 GPT2_EOT = "<|endoftext|>"
@@ -120,10 +121,8 @@ def _from_tokenizer_json(path: str) -> dict:
 # writing
 # ---------------------------------------------------------------------------------------------------------------
 def _write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8", permissions=SHARED) as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def write_tokenizer_files(tok, path: str) -> list[str]:

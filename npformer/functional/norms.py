@@ -1,7 +1,7 @@
 """Normalisations over the last (channel) axis: LayerNorm and RMSNorm, written as their maths.
 
 Shapes: x (..., C), any number of leading axes (B, T, ...), C channels; statistics are per row of C.
-The fast tier's in-place, blockwise versions (npformer.kernels.norms) return the same caches and are tested
+The fast tier's versions (npformer.kernels.norms) return the same caches and are tested
 equal to these.
 """
 

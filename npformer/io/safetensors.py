@@ -25,9 +25,10 @@ import math
 import mmap
 import os
 import struct
-import tempfile
 
 import numpy as np
+
+from .atomic import SHARED, atomic_open
 
 # safetensors dtype -> NumPy dtype (little-endian). BF16 is read as its raw 16 bits and widened to float32.
 DTYPES = {
@@ -233,22 +234,8 @@ def save_safetensors(path, tensors: dict, metadata: dict | None = None, dtype: s
         header = {"__metadata__": dict(metadata), **header}
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # pad so the buffer starts 8-byte aligned
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(text)))
-            f.write(text)
-            for data in arrays:
-                f.write(memoryview(data.reshape(-1)).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is read by others, as transformers' are
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path, "wb", permissions=SHARED) as f:  # a model file is read by others, as transformers' are
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in arrays:
+            f.write(memoryview(data.reshape(-1)).cast("B"))

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
+from ..io.atomic import SHARED, atomic_open
 from ..io.safetensors import load_safetensors, save_safetensors, tensor_dtypes
 from .config import GPTConfig
 from .hf_config import FLOAT_DTYPE_NAMES, gpt_config_from_hf, hf_config, hf_model_type
@@ -305,10 +306,8 @@ def save_pretrained(model, path, dtype: str | None = None, max_shard_size: int |
 
 
 def _write_json(path: str, doc: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8", permissions=SHARED) as f:
         f.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")  # transformers' own layout
-    os.replace(tmp, path)
 
 
 def _write_weights(path: str, tensors: dict, code: str, max_shard_size: int | None) -> list[str]:

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..io.atomic import atomic_open
 from ..state import state_mismatches
 
 FORMAT = "npformer-checkpoint"
@@ -115,36 +115,8 @@ def save_checkpoint(path, *, params: dict, meta: dict, optimizer: dict | None = 
         raise TypeError(f"save_checkpoint: meta / optimizer scalars are not JSON-serializable: {exc}") from exc
     arrays[META_ENTRY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, allow_pickle=False, **arrays)
 
 
 # ---------------------------------------------------------------------------------------------------------------

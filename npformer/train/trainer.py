@@ -22,6 +22,7 @@ from .. import backend
 from ..data import BatchSampler
 from ..inspect.gradient_flow import FIELDS as GRADIENT_FLOW_FIELDS
 from ..inspect.gradient_flow import GradientFlowProbe
+from ..io.atomic import SHARED, atomic_open
 from ..kernels import use_kernels
 from ..nn import Dropout
 from ..parallel import data_parallel, default_workers
@@ -305,19 +306,16 @@ class Trainer:
         path = self._path(self.HISTORY)
         if path is None:
             return
-        tmp = path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(path, "w", newline="", permissions=SHARED) as f:
             writer = csv.DictWriter(f, fieldnames=["step", "train_loss", "val_loss", "lr", "tokens_per_s"])
             writer.writeheader()
             writer.writerows(self.history)
-        os.replace(tmp, path)
         plot_history(self.history, self._path("loss.png"))
         path = self._path(self.GRADIENT_FLOW)
-        with open(path + ".tmp", "w", newline="") as f:
+        with atomic_open(path, "w", newline="", permissions=SHARED) as f:
             writer = csv.DictWriter(f, fieldnames=GRADIENT_FLOW_FIELDS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.gradient_flow)
-        os.replace(path + ".tmp", path)
 
 
 def plot_gradient_flow(rows: list[dict], path: str | None) -> bool:
