@@ -77,7 +77,7 @@ def main(argv=None) -> int:
 
     trainer = Trainer(model, dataclass_from_args(TrainConfig, args), train_ids, val_ids,
                       meta={"tokenizer": tokenizer.to_dict(), "init_from": os.path.abspath(args.init_from)})
-    checkpoint = trainer._path(Trainer.CHECKPOINT)
+    checkpoint = trainer.checkpoint_path
     if args.resume:
         if checkpoint is None:
             raise ValueError("--resume needs an --out-dir to find the checkpoint in")
@@ -87,9 +87,8 @@ def main(argv=None) -> int:
     try:
         trainer.run()
     except KeyboardInterrupt:
-        saved = (f"the last checkpoint is {checkpoint} (step {trainer.last_checkpoint_step}); continue with "
-                 "--resume" if trainer.last_checkpoint_step is not None else "no checkpoint was written yet")
-        print(f"\ninterrupted at step {trainer.step}: {saved}", file=sys.stderr)
+        resume = "; continue with --resume" if trainer.last_checkpoint_step is not None else ""
+        print(f"\ninterrupted at step {trainer.step}: {trainer.last_checkpoint_note()}{resume}", file=sys.stderr)
         return INTERRUPTED
     print(f"fine-tuned to step {trainer.step} in {time.perf_counter() - start:.1f} s; "
           f"final validation loss {trainer.final_val_loss:.4f}")

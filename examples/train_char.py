@@ -93,7 +93,7 @@ def main(argv=None) -> int:
           f"kernels {model_config.kernels or npformer.get_kernels()}")
 
     trainer = Trainer(model, train_config, train_ids, val_ids, meta={"tokenizer": tokenizer.to_dict()})
-    checkpoint = trainer._path(Trainer.CHECKPOINT)
+    checkpoint = trainer.checkpoint_path
     if args.resume:
         if checkpoint is None:
             raise ValueError("--resume needs an --out-dir to find the checkpoint in")
@@ -103,9 +103,8 @@ def main(argv=None) -> int:
     try:
         trainer.run()
     except KeyboardInterrupt:  # Ctrl-C: say where the last good state is, in one line
-        saved = (f"the last checkpoint is {checkpoint} (step {trainer.last_checkpoint_step}); continue with "
-                 "--resume" if trainer.last_checkpoint_step is not None else "no checkpoint was written yet")
-        print(f"\ninterrupted at step {trainer.step}: {saved}", file=sys.stderr)
+        resume = "; continue with --resume" if trainer.last_checkpoint_step is not None else ""
+        print(f"\ninterrupted at step {trainer.step}: {trainer.last_checkpoint_note()}{resume}", file=sys.stderr)
         return INTERRUPTED
     print(f"trained to step {trainer.step} in {time.perf_counter() - start:.1f} s; "
           f"final validation loss {trainer.final_val_loss:.4f}")

@@ -82,6 +82,17 @@ class Trainer:
         self.tokens_per_step = config.batch_size * config.grad_accum * T
 
     # -- paths -------------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> str | None:
+        """Where ``save`` writes and ``resume`` reads (None without an out_dir)."""
+        return self._path(self.CHECKPOINT)
+
+    def last_checkpoint_note(self) -> str:
+        """Where the last good state is, for a message after a stop: "the last checkpoint is PATH (step N)"."""
+        if self.last_checkpoint_step is None:
+            return "no checkpoint was written yet"
+        return f"the last checkpoint is {self.checkpoint_path} (step {self.last_checkpoint_step})"
+
     def _path(self, name: str) -> str | None:
         return None if self.cfg.out_dir is None else os.path.join(self.cfg.out_dir, name)
 
