@@ -34,6 +34,7 @@ from npformer.data.corpora import stdlib_corpus  # noqa: E402
 from npformer.data.text_files import TOKENIZER_KINDS  # noqa: E402
 from npformer.decode.generate import generate  # noqa: E402
 from npformer.models import GPT, GPTConfig  # noqa: E402
+from npformer.models.config import PRESETS  # noqa: E402
 from npformer.train.cli import INTERRUPTED, add_dataclass_args, add_debug_flag, dataclass_from_args, run_script  # noqa: E402,E501
 from npformer.train.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -50,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--data", help="a text file to train on (default: Python standard-library source)")
     p.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char",
                    help="char: the file's distinct characters (UTF-8 text); byte: its 256 byte values (any file)")
-    p.add_argument("--preset", choices=["gpt2-style", "llama-style"], default="gpt2-style",
+    p.add_argument("--preset", choices=sorted(PRESETS), default="gpt2-style",
                    help="model family; explicit model flags override it")
     p.add_argument("--backend", choices=["numpy", "cupy"], default=os.environ.get("NPFORMER_BACKEND", "numpy"))
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")

@@ -288,7 +288,8 @@ class Trainer:
                 rate = recent_tokens / max(recent_time, 1e-9)
                 left = (cfg.max_iters - self.step) * self.tokens_per_step / max(rate, 1e-9)
                 self._log(f"step {self.step:5d}/{cfg.max_iters} | loss {train_loss:.4f} | "
-                          f"lr {self.optimizer.lr:.2e} | {rate:,.0f} tok/s | left {_fmt_time(left)}")
+                          f"lr {self.optimizer.lr:.2e} | {rate:,.0f} tok/s | left {_fmt_time(left)}"
+                          + self._progress_note())
                 self.history.append(dict(step=self.step, train_loss=train_loss, val_loss="",
                                          lr=self.optimizer.lr, tokens_per_s=round(rate, 1)))
                 recent_tokens, recent_time = 0, 0.0
@@ -296,6 +297,18 @@ class Trainer:
         self._write_history()
         plot_gradient_flow(self.gradient_flow, self._path("gradient_flow.png"))
         return self.history
+
+    def _progress_note(self) -> str:
+        """" | NOTE" when the model has ``progress_note()`` returning a non-empty str (a mixture-of-experts GPT
+        reports its expert utilisation this way), else ""."""
+        note_of = getattr(self.model, "progress_note", None)
+        if not callable(note_of):
+            return ""
+        note = note_of()
+        if not isinstance(note, str):
+            raise TypeError(f"{type(self.model).__name__}.progress_note() must return a str, got "
+                            f"{type(note).__name__}")
+        return f" | {note}" if note else ""
 
     def _evaluate(self, train_loss: float, start: float, start_step: int) -> None:
         val = self.estimate_loss(self.val_batches)
