@@ -7,6 +7,8 @@ True where a query may attend (see ``padding_mask``).
 
 from __future__ import annotations
 
+import numbers
+
 from .. import backend
 from ..kernels import ops
 from .linear import Linear
@@ -33,7 +35,8 @@ class MultiHeadAttention(Module):
 
     def __init__(self, dim: int, n_head: int, n_kv_head: int | None = None, head_dim: int | None = None,
                  bias: bool = True, cross: bool = False, context_dim: int | None = None, rope: bool = False,
-                 rope_base: float = 10000.0, proj_std: float = 0.02, rng=None, impl: str = "plain"):
+                 rope_base: float = 10000.0, proj_std: float = 0.02, rng=None, impl: str = "plain",
+                 window: int | None = None):
         n_kv_head = n_head if n_kv_head is None else n_kv_head
         if n_head < 1 or n_kv_head < 1 or n_head % n_kv_head:
             raise ValueError(f"attention: {n_kv_head} key/value heads do not divide {n_head} query heads")
@@ -47,7 +50,14 @@ class MultiHeadAttention(Module):
             raise ValueError("attention: RoPE applies to self-attention, not cross-attention")
         if impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention: impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+        if window is not None:
+            if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
+                raise ValueError(f"attention: window must be None or a positive int, got {window!r}")
+            window = int(window)
+            if cross:
+                raise ValueError("attention: a sliding window applies to causal self-attention, not cross-attention")
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
+        self.window = window  # sliding window: each query sees only the last `window` keys (itself included)
         self.cross, self.rope, self.rope_base, self.impl = cross, rope, rope_base, impl
         H, Hkv, D = n_head, n_kv_head, head_dim
         if cross:
