@@ -5,7 +5,7 @@ Tq queries, Tk keys, D head size.
 
     K, V = each kv head repeated G times            (B, H, Tk, D): query head h reads kv head h // G
     S = scale * Q K^T                               (B, H, Tq, Tk)
-    S[not allowed] = -inf                           allowed = mask & causal
+    S[not allowed] = -inf                           allowed = mask & causal (& window)
     P = softmax(S) over keys                        rows with nothing allowed are all zeros (not NaN)
     O = P V                                         (B, H, Tq, D)
 
@@ -31,17 +31,20 @@ class AttentionCache(NamedTuple):
     spec: AttentionSpec
 
 
-def attention_forward(q, k, v, mask=None, causal=False, scale=None):
+def attention_forward(q, k, v, mask=None, causal=False, scale=None, window=None):
     """Scaled dot-product attention with optional boolean mask, causal rule and grouped-query heads.
 
     q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D) with H % Hkv == 0 (query head h reads kv head h // (H // Hkv)).
     mask: None or boolean broadcastable to (B, H, Tq, Tk), True where a query may attend (key padding:
         (B, 1, 1, Tk)). causal: query i may see key j only if j <= i + (Tk - Tq). Both combine with "and".
+    window: None, or W >= 1 with causal (a sliding window): query i also needs j > i + (Tk - Tq) - W, so it sees
+        its last W keys, itself included. Here the hidden scores are still computed and then masked: the cost
+        stays Tq * Tk (the flash path and the fast tier skip them).
     scale: multiplies the scores; default 1 / sqrt(D).
     Returns out (B, H, Tq, D) and the cache for ``attention_backward``. A query row with nothing to attend to
     gives a zero output row.
     """
-    spec = check_attention_inputs("attention", q, k, v, mask, causal, scale)
+    spec = check_attention_inputs("attention", q, k, v, mask, causal, scale, window)
     xp = backend.array_module(q, k, v)
     k = xp.repeat(k, spec.G, axis=1)  # (B, H, Tk, D)
     v = xp.repeat(v, spec.G, axis=1)
@@ -60,7 +63,8 @@ def attention_backward(dout, cache: AttentionCache):
     Derivation, the forward read upside down:
         O = P V                  ->  dP = dO V^T                      dV = P^T dO
         P = softmax(S)           ->  dS = softmax_backward(dP)        (= P * (dP - rowsum(dP * P)))
-        S[not allowed] = -inf    ->  nothing to do: P is 0 there, so dS is 0 there too
+        S[not allowed] = -inf    ->  nothing to do: P is 0 there, so dS is 0 there too (the window is one more
+                                     "not allowed": its backward is the same zero)
         S = scale * Q K^T        ->  dQ = scale * dS K                dK = scale * dS^T Q
         K, V repeated G times    ->  dK, dV of a kv head = the sum over its G query heads
     """

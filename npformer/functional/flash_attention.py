@@ -9,6 +9,11 @@ probabilities P = exp(S - L) from them. Working memory is O(B*H*block_q*block_k 
 
 Shapes: B batch, H query heads, Hkv kv heads, G = H // Hkv, Tq queries, Tk keys, D head size.
 
+Sliding window (``window`` W, causal): query block q0:q1 sees at most keys q0 + (Tk - Tq) - W + 1 .. q1 - 1 +
+(Tk - Tq), so only the key blocks that overlap that range are visited (``window_keys``, and ``window_queries`` in
+the backward): a block that lies entirely outside the window is never computed, and the work grows as Tq * W
+instead of Tq * Tk. Blocks are kept on the block_k (block_q) grid, so without a window the loops are unchanged.
+
 Layout trick for grouped-query attention: q is rearranged once to (B, Hkv, Tq, G, D), so a block of queries
 q[:, :, i0:i1] reshapes (as a view) to (B, Hkv, bq*G, D) and meets its kv head's keys in one matmul.
 """
@@ -19,7 +24,7 @@ import math
 from typing import Any, NamedTuple
 
 from .. import backend
-from .attention_inputs import AttentionSpec, causal_allowed, check_attention_inputs
+from .attention_inputs import AttentionSpec, causal_allowed, check_attention_inputs, window_keys, window_queries
 
 
 class FlashAttentionCache(NamedTuple):
@@ -62,15 +67,18 @@ def _grouped_mask(spec: AttentionSpec):
 def _block_hidden(xp, spec: AttentionSpec, mask5, q0, q1, k0, k1):
     """Boolean broadcastable to (B, Hkv, q1-q0, G, k1-k0), True where a score is hidden; None when none is.
 
-    Returns the string "all" when the causal rule hides the whole block (the block is then skipped).
+    Returns the string "all" when the causal rule (or the window) hides the whole block (it is then skipped).
     """
     hidden = None
     if spec.causal:
-        shift = spec.Tk - spec.Tq
+        shift, W = spec.Tk - spec.Tq, spec.window
         if k0 > q1 - 1 + shift:  # even the last query of the block sees no key of it
             return "all"
-        if k1 - 1 > q0 + shift:  # some key is past some query's horizon: a partial block
-            hidden = ~causal_allowed(xp, spec.Tq, spec.Tk, q0, q1, k0, k1)[:, None, :]  # (bq, 1, bk)
+        if W is not None and k1 - 1 <= q0 + shift - W:  # even the first query's window starts after the block
+            return "all"
+        # partial: some key is past some query's horizon, or (window) before some query's window starts
+        if k1 - 1 > q0 + shift or (W is not None and k0 <= q1 - 1 + shift - W):
+            hidden = ~causal_allowed(xp, spec.Tq, spec.Tk, q0, q1, k0, k1, spec.window)[:, None, :]  # (bq, 1, bk)
     if mask5 is not None:
         mq = slice(q0, q1) if mask5.shape[2] > 1 else slice(None)
         mk = slice(k0, k1) if mask5.shape[4] > 1 else slice(None)
@@ -85,16 +93,17 @@ def _check_blocks(block_q, block_k):
             raise ValueError(f"flash_attention: {name} must be a positive integer, got {b!r}")
 
 
-def flash_attention_forward(q, k, v, mask=None, causal=False, scale=None, block_q=128, block_k=128):
+def flash_attention_forward(q, k, v, mask=None, causal=False, scale=None, block_q=128, block_k=128, window=None):
     """Tiled attention with an online softmax; same contract as ``attention_forward``.
 
     q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D), H % Hkv == 0. mask: None or boolean broadcastable to
     (B, H, Tq, Tk), True where a query may attend. causal: key j visible to query i iff j <= i + (Tk - Tq).
+    window: None or W (causal only): also j > i + (Tk - Tq) - W; key blocks outside every window are skipped.
     scale: default 1 / sqrt(D). block_q, block_k: tile sizes (need not divide Tq, Tk).
     Returns out (B, H, Tq, D) and a FlashAttentionCache (no (Tq, Tk) array in it).
     """
     xp = backend.array_module(q, k, v)
-    spec = check_attention_inputs("flash_attention", q, k, v, mask, causal, scale)
+    spec = check_attention_inputs("flash_attention", q, k, v, mask, causal, scale, window)
     _check_blocks(block_q, block_k)
     B, H, Hkv, G, Tq, Tk, D = spec[:7]
     dtype = q.dtype
@@ -111,11 +120,12 @@ def flash_attention_forward(q, k, v, mask=None, causal=False, scale=None, block_
         m = xp.full((B, Hkv, n, 1), -math.inf, dtype=dtype)  # running max of the scores seen so far
         l = xp.zeros((B, Hkv, n, 1), dtype=dtype)  # running sum of exp(score - m)
         acc = xp.zeros((B, Hkv, n, D), dtype=dtype)  # running sum of exp(score - m) * v
-        for k0 in range(0, Tk, block_k):
+        first, end = window_keys(spec, q0, q1)  # the keys these queries can see at most: first:end
+        for k0 in range(first - first % block_k, end, block_k):  # only those key blocks, on the block_k grid
             k1 = min(k0 + block_k, Tk)
             hidden = _block_hidden(xp, spec, mask5, q0, q1, k0, k1)
-            if isinstance(hidden, str):  # the causal rule hides this block and (for these queries) all later ones
-                break
+            if isinstance(hidden, str):  # (not reached: the range holds only blocks some query sees)
+                continue
             s = xp.matmul(q_blk, kt[:, :, :, k0:k1])  # S = (scale Q) K^T: (B, Hkv, bq*G, bk)
             if hidden is not None:
                 xp.copyto(s.reshape(B, Hkv, q1 - q0, G, k1 - k0), -math.inf, where=hidden)
@@ -178,10 +188,11 @@ def flash_attention_backward(dout, cache: FlashAttentionCache):
         k1 = min(k0 + block_k, Tk)
         k_blk, v_blk = k[:, :, k0:k1], v[:, :, k0:k1]  # (B, Hkv, bk, D)
         dk_blk, dv_blk = dk[:, :, k0:k1], dv[:, :, k0:k1]  # views: += writes into dk, dv
-        for q0 in range(0, Tq, block_q):
+        first, end = window_queries(spec, k0, k1)  # the queries that can see a key of this block: first:end
+        for q0 in range(first - first % block_q, end, block_q):
             q1 = min(q0 + block_q, Tq)
             hidden = _block_hidden(xp, spec, mask5, q0, q1, k0, k1)
-            if isinstance(hidden, str):  # hidden by the causal rule: contributes nothing
+            if isinstance(hidden, str):  # (not reached: the range holds only blocks that see a key of it)
                 continue
             n = (q1 - q0) * G
             q_blk = qg[:, :, q0:q1].reshape(B, Hkv, n, D)

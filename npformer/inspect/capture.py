@@ -6,10 +6,11 @@ Shapes: L layers, B batch, H heads, Tq queries, Tk keys, T time, C channels.
 How, without slowing training: ``MultiHeadAttention`` and ``TransformerBlock`` each have a ``capture``
 attribute, None in training (one ``is not None`` check per forward). ``capture_forward`` sets it on every attention
 layer and block of the model for one forward pass in eval mode, then restores everything (modes, hooks) and
-drops the forward's caches. Each attention layer hands over its q, k, v, mask and causal flag as its kernel sees
-them (after the projections and RoPE), and the probabilities are recomputed from them with the reference
-``npformer.functional.attention_forward``: P = softmax(scale Q K^T, masked), the same maths the model's plain or
-flash kernel runs, whichever it trains with. What is captured comes home as NumPy arrays (``backend.to_numpy``).
+drops the forward's caches. Each attention layer hands over its q, k, v, mask, causal flag and sliding window as
+its kernel sees them (after the projections and RoPE), and the probabilities are recomputed from them with the
+reference ``npformer.functional.attention_forward``: P = softmax(scale Q K^T, masked), the same maths the model's
+plain or flash kernel runs, whichever it trains with. What is captured comes home as NumPy arrays
+(``backend.to_numpy``).
 
     maps = attention_maps(gpt, ids)          # (L, B, H, T, T)
     maps = attention_maps(encoder, ids)      # (L, B, H, T, T), padding keys get 0
@@ -68,8 +69,8 @@ def model_stacks(model) -> dict:
 def _attention_recorder(sink: list):
     """A ``MultiHeadAttention.capture``: recompute P with the reference kernel and keep it on the host."""
 
-    def record(q, k, v, mask, causal):
-        _, cache = attention_forward(q, k, v, mask=mask, causal=causal)
+    def record(q, k, v, mask, causal, window=None):
+        _, cache = attention_forward(q, k, v, mask=mask, causal=causal, window=window)
         sink.append(backend.to_numpy(cache.softmax.y))  # P: (B, H, Tq, Tk)
 
     return record

@@ -29,6 +29,9 @@ class MultiHeadAttention(Module):
     cross-attention projects q from x and k, v from the context with a (C_ctx, 2 Hkv D) matrix.
     ``impl`` picks the attention kernel: "plain" (probabilities kept for backward) or "flash" (tiled, online
     softmax, memory linear in T). Both have the same maths and the same results.
+    ``window`` W (self-attention, used with causal=True): sliding-window attention, each query sees its last W
+    keys, itself included (Mistral). The flash path and the fast tier skip the blocks outside the window, so the
+    cost grows as T * W; a key/value cache needs to keep only W positions (npformer.decode.RollingKVCache).
     """
 
     caches = ("_cache",)  # what forward keeps for backward (Module.drop_caches)
@@ -68,7 +71,7 @@ class MultiHeadAttention(Module):
         self.proj = Linear(H * D, dim, bias=bias, std=proj_std, rng=rng)
         self._cache = None
         # inspection only (npformer.inspect sets it for one forward): a callable given each forward's
-        # (q, k, v, mask, causal) as the attention kernel sees them. None in training: one check per forward.
+        # (q, k, v, mask, causal, window) as the attention kernel sees them. None in training: one check per forward.
         self.capture = None
 
     # -- helpers ---------------------------------------------------------------------------------------------
@@ -130,9 +133,9 @@ class MultiHeadAttention(Module):
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
         if self.capture is not None:
-            self.capture(q, k, v, mask, causal)
+            self.capture(q, k, v, mask, causal, self.window)
         fwd, _ = self._kernel()
-        out, attn_cache = fwd(q, k, v, mask=mask, causal=causal)
+        out, attn_cache = fwd(q, k, v, mask=mask, causal=causal, window=self.window)
         out = out.transpose(0, 2, 1, 3).reshape(B, T, H * D)
         self._cache = (attn_cache, rope_caches, B, T, k.shape[2])
         return self.proj.forward(out)
