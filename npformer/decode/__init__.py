@@ -2,6 +2,6 @@
 
 from .beam import beam_search, greedy_decode
 from .generate import generate
-from .kv_cache import KVCache, make_kv_caches
+from .kv_cache import KVCache, RollingKVCache, make_kv_caches
 
-__all__ = ["KVCache", "beam_search", "generate", "greedy_decode", "make_kv_caches"]
+__all__ = ["KVCache", "RollingKVCache", "beam_search", "generate", "greedy_decode", "make_kv_caches"]

@@ -9,3 +9,7 @@ from .encoder import Encoder, EncoderConfig, mask_tokens  # noqa: E402
 from .encoder_decoder import EncoderDecoder, EncoderDecoderConfig  # noqa: E402
 
 __all__ += ["Encoder", "EncoderConfig", "EncoderDecoder", "EncoderDecoderConfig", "mask_tokens"]
+
+from .vit import PatchEmbedding, ViT, ViTConfig  # noqa: E402
+
+__all__ += ["PatchEmbedding", "ViT", "ViTConfig"]
