@@ -1,13 +1,16 @@
-"""Data parallelism over the cores of one machine: a batch split along B across model replicas.
+"""Data parallelism: a batch split along B across model replicas.
 
-``DataParallel`` runs the replicas on threads, ``ProcessDataParallel`` in forked worker processes over shared
-memory; ``data_parallel`` picks one. Both give the model's own loss and gradients up to float rounding.
+On one machine ``DataParallel`` runs the replicas on threads, ``ProcessDataParallel`` in forked worker processes
+over shared memory; ``data_parallel`` picks one. Across machines ``MPIDataParallel`` (npformer.parallel.mpi, with
+the optional ``mpi`` extra) runs one replica per MPI rank, each of which may split its rows again locally. All
+give the model's own loss and gradients up to float rounding.
 """
 
 from __future__ import annotations
 
 import sys
 
+from .mpi import MPIDataParallel
 from .processes import ProcessDataParallel, processes_available
 from .split import default_workers
 from .threads import DataParallel
@@ -34,5 +37,5 @@ def data_parallel(model, workers: int | None = None, mode: str = "auto"):
     return ProcessDataParallel(model, workers)
 
 
-__all__ = ["PARALLEL_MODES", "DataParallel", "ProcessDataParallel", "data_parallel", "default_workers",
-           "processes_available"]
+__all__ = ["PARALLEL_MODES", "DataParallel", "MPIDataParallel", "ProcessDataParallel", "data_parallel",
+           "default_workers", "processes_available"]

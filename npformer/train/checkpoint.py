@@ -132,8 +132,23 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{where}: no such file")
     if not os.path.isfile(path):
         raise CheckpointError(f"{where}: not a file")
+    return _load(path, where)
+
+
+def load_checkpoint_bytes(data: bytes, name: str = "<bytes>") -> Checkpoint:
+    """``load_checkpoint`` of a file's contents already in memory (an MPI rank that received them from rank 0,
+    say); ``name`` is what error messages call it."""
+    import io
+
+    return _load(io.BytesIO(bytes(data)), f"load_checkpoint: {name!r}")
+
+
+def _load(path, where: str) -> Checkpoint:
+    """The checks and parsing of ``load_checkpoint``; ``path``: a file name or a binary file object."""
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{where}: not a .npz (zip) file, or truncated")
+    if hasattr(path, "seek"):
+        path.seek(0)  # is_zipfile read the end of it
     entries: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:

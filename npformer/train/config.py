@@ -36,6 +36,12 @@ class TrainConfig:
     # bit for bit only with the same number.
     workers: int | None = 1
     parallel: str = "auto"  # with workers > 1: "threads", "processes", or "auto" (processes on Linux, else threads)
+    # data-parallel over the ranks of an MPI job (mpiexec -n N; npformer.parallel.mpi): every rank computes its rows
+    # of the global batch, ``workers`` is then the local workers per rank (None: this machine's cores shared out
+    # among its ranks). None: on when launched by mpiexec with more than one process.
+    mpi: bool | None = None
+    zero1: bool = False  # with MPI: AdamW's moments sharded over the ranks (ZeRO stage 1; npformer.train.zero)
+    check_every: int = 100  # with MPI: compare a checksum of the parameters across ranks every this many batches
 
     def validate(self) -> None:
         problems = []
@@ -43,6 +49,10 @@ class TrainConfig:
             problems.append(f"parallel must be one of {PARALLEL_MODES}, got {self.parallel!r}")
         if self.workers is not None and self.workers < 1:
             problems.append(f"workers must be >= 1 or None (one per core), got {self.workers}")
+        if self.check_every < 0:
+            problems.append(f"check_every must be >= 0 (0: never), got {self.check_every}")
+        if self.zero1 and self.mpi is False:
+            problems.append("zero1 shards the optimizer over MPI ranks; it needs mpi (not --no-mpi)")
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")

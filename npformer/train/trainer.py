@@ -26,7 +26,8 @@ from ..io.atomic import SHARED, atomic_open
 from ..kernels import use_kernels
 from ..nn import Dropout
 from ..parallel import data_parallel, default_workers
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..parallel.mpi import MPIDataParallel, broadcast_file, launched_size, node_rank_and_size, world
+from .checkpoint import CheckpointError, load_checkpoint, load_checkpoint_bytes, save_checkpoint
 from .config import TrainConfig
 from .optim import AdamW, clip_grad_norm, param_groups
 from .schedules import constant, warmup_cosine
@@ -57,16 +58,37 @@ class Trainer:
     def __init__(self, model, config: TrainConfig, train_ids, val_ids, meta: dict | None = None):
         config, notes = config.fitted()  # a short run gets a schedule that fits it, and a note saying so
         self.model, self.cfg, self.meta = model, config, dict(meta or {})
+        # MPI: every rank runs this same loop on its rows of each batch; rank 0 alone prints and writes files
+        self.mpi = config.mpi if config.mpi is not None else launched_size() > 1
+        if config.zero1 and not self.mpi:
+            raise ValueError("TrainConfig: zero1 shards the optimizer over MPI ranks, and this run is not an MPI "
+                             "run (launch it with mpiexec -n N, or set mpi)")
+        self.comm = world() if self.mpi else None
+        self.rank = self.comm.Get_rank() if self.mpi else 0
         for note in notes:
             self._log(f"note: {note}")
         # loss / backward / drop_caches go through the runner: the model itself, or its replicas in parallel
-        workers = default_workers() if config.workers is None else config.workers
-        self.runner = data_parallel(model, min(workers, config.batch_size), config.parallel)  # no idle replicas
+        if self.mpi:
+            workers = config.workers
+            if workers is None:  # this machine's cores shared out among its ranks
+                workers = max(1, default_workers() // node_rank_and_size(self.comm)[1])
+            self.runner = MPIDataParallel(model, self.comm, workers=min(workers, config.batch_size),
+                                          mode=config.parallel, check_every=config.check_every)
+            self._check_same_data(train_ids, val_ids)
+        else:
+            workers = default_workers() if config.workers is None else config.workers
+            self.runner = data_parallel(model, min(workers, config.batch_size), config.parallel)  # no idle replicas
         T = model.config.block_size
         self.train_batches = BatchSampler(train_ids, T, config.batch_size, seed=config.seed)
         self.val_batches = BatchSampler(val_ids, T, config.batch_size, seed=config.seed + 1)
-        self.optimizer = AdamW(param_groups(model.named_parameters(), config.weight_decay),
-                               lr=config.learning_rate, betas=(config.beta1, config.beta2))
+        groups = param_groups(model.named_parameters(), config.weight_decay)
+        if config.zero1:
+            from .zero import ZeroAdamW
+
+            self.optimizer = ZeroAdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2),
+                                       comm=self.comm)
+        else:
+            self.optimizer = AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2))
         decay_iters = config.lr_decay_iters or config.max_iters
         self.schedule = (warmup_cosine(config.learning_rate, config.warmup_iters, decay_iters, config.min_lr)
                          if config.decay_lr else constant(config.learning_rate))
@@ -92,6 +114,29 @@ class Trainer:
         if self.last_checkpoint_step is None:
             return "no checkpoint was written yet"
         return f"the last checkpoint is {self.checkpoint_path} (step {self.last_checkpoint_step})"
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this process prints and writes files: always, except on MPI ranks other than 0."""
+        return self.rank == 0
+
+    def _check_same_data(self, train_ids, val_ids) -> None:
+        """MPI: every rank must hold the same tokens (each draws the same batches from them); refuse otherwise."""
+        import hashlib
+
+        digest = hashlib.blake2b(digest_size=16)
+        for ids in (train_ids, val_ids):
+            ids = np.ascontiguousarray(ids)
+            digest.update(f"{ids.dtype.str}{ids.shape}".encode())
+            digest.update(memoryview(ids).cast("B"))
+        mine = np.frombuffer(digest.digest(), dtype=np.uint64)
+        everyone = np.empty((self.comm.Get_size(), mine.size), dtype=np.uint64)
+        self.comm.Allgather(mine, everyone)
+        differ = [r for r in range(len(everyone)) if not np.array_equal(everyone[r], everyone[0])]
+        if differ:
+            raise ValueError(f"the training or validation tokens on MPI rank(s) {differ} differ from rank 0's: every "
+                             "rank draws the same batches, so every machine needs the same data (the same file, and "
+                             "the same tokenizer)")
 
     def _path(self, name: str) -> str | None:
         return None if self.cfg.out_dir is None else os.path.join(self.cfg.out_dir, name)
@@ -123,9 +168,16 @@ class Trainer:
             m.set_rng_state(state)
 
     def save(self) -> str | None:
+        """Write the checkpoint (atomically). With MPI every rank calls it (a sharded optimizer gathers its state)
+        and rank 0 alone writes."""
         path = self._path(self.CHECKPOINT)
         if path is None:
             return None
+        collective = getattr(self.optimizer, "comm", None) is not None
+        optimizer_state = self.optimizer.state_dict() if self.is_root or collective else None
+        if not self.is_root:
+            self.last_checkpoint_step = self.step
+            return path
         os.makedirs(self.cfg.out_dir, exist_ok=True)
         meta = dict(self.meta)
         meta.update(
@@ -139,7 +191,7 @@ class Trainer:
             gradient_flow=self.gradient_flow,
             workers=self._workers_used(),  # results depend on it (float rounding): see resume
         )
-        save_checkpoint(path, params=self.model.state_dict(), meta=meta, optimizer=self.optimizer.state_dict())
+        save_checkpoint(path, params=self.model.state_dict(), meta=meta, optimizer=optimizer_state)
         self.last_checkpoint_step = self.step
         return path
 
@@ -147,7 +199,14 @@ class Trainer:
         """Restore parameters, optimizer, samplers, dropout generators and step from a checkpoint, so the run
         continues exactly as an uninterrupted one would."""
         path = path or self._path(self.CHECKPOINT)
-        ckpt = load_checkpoint(path)
+        if self.mpi:  # rank 0 reads the file and every rank gets its bytes: no shared file system needed
+            try:
+                data = broadcast_file(path, self.comm)
+            except FileNotFoundError:
+                raise CheckpointError(f"load_checkpoint: {path!r}: no such file (on MPI rank 0)") from None
+            ckpt = load_checkpoint_bytes(data, path)
+        else:
+            ckpt = load_checkpoint(path)
         meta = ckpt.meta
         missing = [k for k in ("step", "train_sampler", "val_sampler") if k not in meta]
         if ckpt.optimizer is None:
@@ -194,7 +253,7 @@ class Trainer:
                                 "Try a lower learning rate or stronger gradient clipping.")
 
     def _log(self, text: str) -> None:
-        if not self.cfg.quiet:
+        if not self.cfg.quiet and self.is_root:
             print(text, flush=True)
 
     def train_step(self, sync: bool = True, record: bool | None = None) -> tuple[float, float]:
@@ -268,7 +327,7 @@ class Trainer:
 
     def run(self) -> list[dict]:
         cfg = self.cfg
-        if cfg.out_dir:
+        if cfg.out_dir and self.is_root:
             os.makedirs(cfg.out_dir, exist_ok=True)
         start = time.perf_counter()
         start_step = self.step
@@ -295,7 +354,8 @@ class Trainer:
                 recent_tokens, recent_time = 0, 0.0
         self._evaluate(train_loss, start, start_step)
         self._write_history()
-        plot_gradient_flow(self.gradient_flow, self._path("gradient_flow.png"))
+        if self.is_root:
+            plot_gradient_flow(self.gradient_flow, self._path("gradient_flow.png"))
         return self.history
 
     def _progress_note(self) -> str:
@@ -328,7 +388,7 @@ class Trainer:
 
     def _write_history(self) -> None:
         path = self._path(self.HISTORY)
-        if path is None:
+        if path is None or not self.is_root:
             return
         with atomic_open(path, "w", newline="", permissions=SHARED) as f:
             writer = csv.DictWriter(f, fieldnames=["step", "train_loss", "val_loss", "lr", "tokens_per_s"])
@@ -348,9 +408,10 @@ def plot_gradient_flow(rows: list[dict], path: str | None) -> bool:
         return False
     try:
         from ..inspect.plots import plot_gradient_flow as plot
-    except ImportError:  # matplotlib is optional
+
+        plot(rows, path)
+    except ImportError:  # matplotlib is optional (MissingPlotExtra, an ImportError, comes at the plot)
         return False
-    plot(rows, path)
     return True
 
 
