@@ -4,8 +4,12 @@ Shapes: idx (B, T) integer token ids, T <= block_size; logits (B, T, V); C = n_e
 
 forward:   x = wte[idx] (+ wpe[pos] | + sinusoid[pos]);  x = drop(x);  x = block_l(x) for l = 1..L;
            x = norm_f(x) (pre-LN only);  logits = x @ W_head   (W_head = wte^T when tied)
-loss:      mean cross-entropy of logits[:, t] against targets[:, t] (the next tokens)
+loss:      mean cross-entropy of logits[:, t] against targets[:, t] (the next tokens); in training, plus each
+           mixture-of-experts layer's auxiliary losses (ffn_kind "moe": see GPTConfig and npformer.nn.moe)
 backward:  the same list, read from the bottom up.
+
+Data-parallel runners (npformer.parallel) cut a batch into chunks, one forward each: a MoE model's auxiliary
+losses (and its capacity limits) are then per chunk, as they are per device in real systems.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import math
 from .. import backend
 from ..functional.linear import check_id_range
 from ..kernels import ops
-from ..nn import Dropout, Embedding, Module, Parameter, SinusoidalTable, TransformerBlock, make_norm
+from ..nn import Dropout, Embedding, Module, MoEFeedForward, Parameter, SinusoidalTable, TransformerBlock, make_norm
 from ..nn import init as nn_init
 from .config import GPTConfig
 from .tiers import runs_in_config_tier
@@ -40,7 +44,7 @@ class GPT(Module):
                              causal=True, rope=cfg.positions == "rope", rope_base=cfg.rope_base,
                              proj_std=proj_std, attn_impl=cfg.attn_impl, rng=rng, seed=cfg.seed * 7919 + 10 + i,
                              recompute=cfg.recompute, gelu_approximate=cfg.gelu_approximate,
-                             norm_eps=cfg.norm_eps)
+                             norm_eps=cfg.norm_eps, window=cfg.window, moe=cfg.moe_options())
             for i in range(cfg.n_layer)
         ]
         # post-LN blocks end in a norm already; pre-LN stacks need one before the head
@@ -136,12 +140,48 @@ class GPT(Module):
             x = self.hidden_states(idx)
             loss, cache = ops.lm_head_cross_entropy_forward(x, self.head_weight(), targets,
                                                           ignore_index=ignore_index, chunk=self.config.loss_chunk)
-            self._cache_loss = ("fused", cache)
-            return loss
-        logits = self.forward(idx)
-        loss, cache = ops.cross_entropy_forward(logits, targets, ignore_index=ignore_index)
-        self._cache_loss = ("plain", cache)
+            kind = "fused"
+        else:
+            logits = self.forward(idx)
+            loss, cache = ops.cross_entropy_forward(logits, targets, ignore_index=ignore_index)
+            kind = "plain"
+        # a mixture of experts trains on CE + its layers' auxiliary losses; evaluation reports the CE alone
+        with_extra = bool(self.moe_layers) and self.training
+        if with_extra:
+            for layer in self.moe_layers:
+                loss = loss + layer.extra_loss
+        self._cache_loss = (kind, cache, with_extra)
         return loss
+
+    # -- mixture of experts: what the last forward did -----------------------------------------------------------
+    @property
+    def moe_layers(self) -> list:
+        """The blocks' mixture-of-experts feed-forward layers, first block first ([] for a dense model)."""
+        return [b.ffn for b in self.blocks if isinstance(b.ffn, MoEFeedForward)]
+
+    def expert_stats(self):
+        """(L_moe, E + 2) NumPy array from the last forward, one row per MoE layer: each expert's share of the
+        router's assignments (sums to 1), the load-balancing loss, the share of assignments dropped past capacity.
+        None for a dense model or before any forward. One transfer for all layers."""
+        if not self.moe_layers or any(layer.stats is None for layer in self.moe_layers):
+            return None
+        xp = backend.array_module(self.moe_layers[0].stats)
+        return backend.to_numpy(xp.stack([layer.stats for layer in self.moe_layers]))
+
+    def progress_note(self) -> str:
+        """Expert utilisation of the last forward, for a progress line: "experts L0 24/26/25/25% L1 ... aux
+        1.01/0.99 drop 2%" (each layer's experts' shares of the assignments in percent, each layer's load-balancing
+        loss, the mean share dropped past capacity). "" for a dense model or before any forward."""
+        stats = self.expert_stats()
+        if stats is None:
+            return ""
+        shares = " ".join(f"L{i} " + "/".join(f"{100 * f:.0f}" for f in row[:-2]) + "%"
+                          for i, row in enumerate(stats))
+        aux = "/".join(f"{a:.2f}" for a in stats[:, -2])
+        note = f"experts {shares} aux {aux}"
+        if self.config.capacity_factor is not None:
+            note += f" drop {100 * float(stats[:, -1].mean()):.0f}%"
+        return note
 
     # -- backward ----------------------------------------------------------------------------------------------
     @runs_in_config_tier
@@ -151,8 +191,10 @@ class GPT(Module):
         The forward of ``hidden_states`` + ``loss``, upside down."""
         if self._cache_loss is None:
             raise RuntimeError("GPT.backward: call loss(idx, targets) first")
-        kind, cache = self._cache_loss
+        kind, cache, with_extra = self._cache_loss
         self._cache_loss = None
+        for layer in self.moe_layers:  # loss = CE + sum of their extra losses (in training): each gets dloss
+            layer.extra_loss_grad = dloss if with_extra else 0.0
         # loss = CE(x @ W_head, targets)
         if kind == "fused":
             dx, dw_head = ops.lm_head_cross_entropy_backward(dloss, cache)

@@ -11,8 +11,10 @@ from .dropout import Dropout
 from .feedforward import FeedForward
 from .linear import Embedding, Linear
 from .module import Module, Parameter
+from .moe import MoEFeedForward
 from .norms import LayerNorm, RMSNorm, make_norm
 from .positions import SinusoidalTable
 
-__all__ = ["Dropout", "Embedding", "FeedForward", "LayerNorm", "Linear", "Module", "MultiHeadAttention",
-           "Parameter", "RMSNorm", "SinusoidalTable", "TransformerBlock", "make_norm", "padding_mask"]
+__all__ = ["Dropout", "Embedding", "FeedForward", "LayerNorm", "Linear", "MoEFeedForward", "Module",
+           "MultiHeadAttention", "Parameter", "RMSNorm", "SinusoidalTable", "TransformerBlock", "make_norm",
+           "padding_mask"]

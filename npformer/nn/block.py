@@ -1,5 +1,8 @@
 """The Transformer block: attention, optional cross-attention, feed-forward, each on a residual branch.
 
+The feed-forward is a FeedForward, or with ffn_kind="moe" a mixture of experts (MoEFeedForward, its options in
+``moe``); the self-attention may be a sliding window (``window``: each query sees the last ``window`` keys).
+
 pre-LN  (GPT-2, Llama):           x = x + attn(norm1(x));  [x = x + cross(norm_c(x), ctx)];  x = x + ffn(norm2(x))
 post-LN (the original Transformer): x = norm1(x + attn(x)); [x = norm_c(x + cross(x, ctx))]; x = norm2(x + ffn(x))
 
@@ -13,6 +16,7 @@ from .attention import MultiHeadAttention
 from .dropout import Dropout
 from .feedforward import FeedForward
 from .module import Module
+from .moe import MoEFeedForward
 from .norms import make_norm
 
 PLACEMENTS = ("pre", "post")
@@ -26,7 +30,7 @@ class TransformerBlock(Module):
                  dropout: float = 0.0, causal: bool = False, rope: bool = False, rope_base: float = 10000.0,
                  cross_attention: bool = False, proj_std: float = 0.02, attn_impl: str = "plain", rng=None,
                  seed: int = 0, recompute: bool = False, gelu_approximate: str = "tanh",
-                 norm_eps: float | None = None):
+                 norm_eps: float | None = None, window: int | None = None, moe: dict | None = None):
         if placement not in PLACEMENTS:
             raise ValueError(f"block: norm placement must be one of {PLACEMENTS}, got {placement!r}")
         self.placement, self.causal, self.has_cross = placement, causal, cross_attention
@@ -37,7 +41,7 @@ class TransformerBlock(Module):
         self.capture = None
         self.norm1 = make_norm(norm, dim, bias=bias, eps=norm_eps)
         self.attn = MultiHeadAttention(dim, n_head, n_kv_head, bias=bias, rope=rope, rope_base=rope_base,
-                                       proj_std=proj_std, rng=rng, impl=attn_impl)
+                                       proj_std=proj_std, rng=rng, impl=attn_impl, window=window)
         self.drop1 = Dropout(dropout, seed=seed * 3 + 1)
         if cross_attention:
             self.norm_c = make_norm(norm, dim, bias=bias, eps=norm_eps)
@@ -45,8 +49,14 @@ class TransformerBlock(Module):
                                             rng=rng, impl=attn_impl)
             self.drop_c = Dropout(dropout, seed=seed * 3 + 2)
         self.norm2 = make_norm(norm, dim, bias=bias, eps=norm_eps)
-        self.ffn = FeedForward(dim, ffn_hidden or 4 * dim, kind=ffn_kind, bias=bias, proj_std=proj_std, rng=rng,
-                               gelu_approximate=gelu_approximate)
+        if ffn_kind == "moe":  # moe: n_experts, top_k, kind (the experts'), router, capacity_factor, loss coefs
+            self.ffn = MoEFeedForward(dim, ffn_hidden or 4 * dim, bias=bias, proj_std=proj_std, rng=rng,
+                                      gelu_approximate=gelu_approximate, **(moe or {}))
+        else:
+            if moe:
+                raise ValueError(f"block: moe options {sorted(moe)} need ffn_kind='moe', got {ffn_kind!r}")
+            self.ffn = FeedForward(dim, ffn_hidden or 4 * dim, kind=ffn_kind, bias=bias, proj_std=proj_std,
+                                   rng=rng, gelu_approximate=gelu_approximate)
         self.drop2 = Dropout(dropout, seed=seed * 3 + 3)
 
     def forward(self, x, mask=None, positions=None, context=None, context_mask=None, kv_cache=None,
