@@ -11,6 +11,12 @@ interpreter's own standard library (nothing to download). Examples:
     python examples/train_char.py --workers 1                      # the model alone (default: a replica per core)
     python examples/train_char.py --kernels reference              # train on the reference tier, the code to read
     python examples/train_char.py --data photo.jpg --tokenizer byte    # any file, one token per byte
+    mpiexec -n 2 python examples/train_char.py                     # data-parallel over 2 MPI ranks
+    mpiexec -n 2 python examples/train_char.py --zero1             # ... with AdamW's moments sharded (ZeRO-1)
+
+Under mpiexec (pip install 'npformer[mpi]') every rank trains on its rows of each batch and the result equals one
+process's up to float rounding; rank 0 alone prints, reports and writes the checkpoint, and every
+rank resumes from it (--resume). An error on any rank ends the whole job with that rank's message.
 
 A mistake in the flags or the data (a missing or non-UTF-8 file, text too short for the context, a model that does
 not divide into heads) is one line starting "error:" and exit code 2; --debug shows the traceback instead.
@@ -35,6 +41,7 @@ from npformer.data.text_files import TOKENIZER_KINDS  # noqa: E402
 from npformer.decode.generate import generate  # noqa: E402
 from npformer.models import GPT, GPTConfig  # noqa: E402
 from npformer.models.config import PRESETS  # noqa: E402
+from npformer.parallel.mpi import abort_on_error, launched_size  # noqa: E402
 from npformer.train.cli import INTERRUPTED, add_dataclass_args, add_debug_flag, dataclass_from_args, run_script  # noqa: E402,E501
 from npformer.train.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -68,6 +75,15 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.mpi if args.mpi is not None else launched_size() > 1:
+        with abort_on_error() as comm:  # an error on any rank ends every rank, with that rank's message
+            return train(args, comm)
+    return train(args, None)
+
+
+def train(args, comm) -> int:
+    rank = 0 if comm is None else comm.Get_rank()
+    say = print if rank == 0 else (lambda *a, **k: None)  # rank 0 alone prints
     npformer.set_backend(args.backend)
     npformer.kernels.cpu.keep_host_memory()  # reuse freed activation memory instead of faulting it in every step
 
@@ -85,28 +101,40 @@ def main(argv=None) -> int:
     unit = "bytes" if args.tokenizer == "byte" else "characters"
     check_long_enough(len(ids), model_config.block_size, VAL_FRACTION, repr(source), unit)
     train_ids, val_ids = train_val_split(ids, val_fraction=VAL_FRACTION)
-    print(f"data: {source}: {len(ids):,} {unit}, vocabulary {tokenizer.vocab_size}, "
+    say(f"data: {source}: {len(ids):,} {unit}, vocabulary {tokenizer.vocab_size}, "
           f"{len(train_ids):,} train / {len(val_ids):,} validation tokens")
     model = GPT(model_config)
     train_config = dataclass_from_args(TrainConfig, args)
-    print(f"model: {model.num_parameters():,} parameters, {model_config.n_layer} layers, {model_config.n_head} "
+    say(f"model: {model.num_parameters():,} parameters, {model_config.n_layer} layers, {model_config.n_head} "
           f"heads, width {model_config.n_embd}, context {model_config.block_size}, backend {args.backend}, "
           f"kernels {model_config.kernels or npformer.get_kernels()}")
 
     trainer = Trainer(model, train_config, train_ids, val_ids, meta={"tokenizer": tokenizer.to_dict()})
+    if comm is not None:
+        runner = trainer.runner
+        say(f"data parallel: {runner.size} MPI ranks x {runner.local_workers} local worker(s); rank 0 reports")
+        if train_config.zero1:  # each rank's optimizer memory: about 1/ranks of AdamW's
+            memory = comm.gather(trainer.optimizer.memory_bytes(), root=0)
+            say("optimizer state per rank (ZeRO-1): " + ", ".join(f"rank {r} {m / 2**20:.2f} MiB"
+                                                                 for r, m in enumerate(memory or []))
+                + f"; unsharded AdamW: {trainer.optimizer.unsharded_bytes() / 2**20:.2f} MiB on every rank")
     checkpoint = trainer.checkpoint_path
     if args.resume:
         if checkpoint is None:
             raise ValueError("--resume needs an --out-dir to find the checkpoint in")
         trainer.resume()
-        print(f"resumed from {checkpoint} at step {trainer.step}")
+        say(f"resumed from {checkpoint} at step {trainer.step}")
     start = time.perf_counter()
     try:
         trainer.run()
     except KeyboardInterrupt:  # Ctrl-C: say where the last good state is, in one line
         resume = "; continue with --resume" if trainer.last_checkpoint_step is not None else ""
+        if rank != 0:
+            return INTERRUPTED
         print(f"\ninterrupted at step {trainer.step}: {trainer.last_checkpoint_note()}{resume}", file=sys.stderr)
         return INTERRUPTED
+    if rank != 0:  # the samples are rank 0's to write
+        return 0
     print(f"trained to step {trainer.step} in {time.perf_counter() - start:.1f} s; "
           f"final validation loss {trainer.final_val_loss:.4f}")
     if checkpoint:

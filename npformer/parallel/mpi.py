@@ -230,12 +230,29 @@ class MPIDataParallel:
             self._reducer = _HostReducer(comm)
         self._agree_on_model()
         self.broadcast_parameters()
+        if not self._device:
+            self._share_cores()
         # the local runner is built after the broadcast: forked workers start from rank 0's values
         self.local = data_parallel(model, workers, mode) if workers > 1 else None
         xp = backend.array_module(self._order[0].data)
         self._grads = xp.zeros((sum(p.size for p in self._order),), dtype=self._order[0].data.dtype)
         self._views = self._grad_views(self._grads)
         self._dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
+
+    def _share_cores(self) -> None:
+        """Ranks that share a machine share its cores: a rank computing alone (no local workers) gets
+        cores / ranks-on-this-machine BLAS and kernel threads, not all of them each (which would oversubscribe
+        the cores several times over). Left alone when OMP_NUM_THREADS, OPENBLAS_NUM_THREADS or
+        NPFORMER_NUM_THREADS says otherwise, or when the launcher bound the rank to its own cores."""
+        if self.local_workers > 1 or any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                                      "NPFORMER_NUM_THREADS")):
+            return
+        from ..kernels.cpu import set_blas_threads, usable_cpus
+
+        self.node_rank, self.node_size = node_rank_and_size(self.comm)
+        threads = max(1, usable_cpus() // self.node_size)
+        set_blas_threads(threads)
+        os.environ["NPFORMER_NUM_THREADS"] = str(threads)
 
     # -- layout ------------------------------------------------------------------------------------------------
     @staticmethod

@@ -147,3 +147,9 @@ def test_parameters_that_drift_apart_stop_the_run(tmp_path):
     run = mpirun("faults.py", tmp_path, "diverge", timeout=60)
     assert run.returncode != 0
     assert "differ from rank 0's" in run.stderr, run.stderr
+
+
+def test_ranks_with_different_data_are_refused(tmp_path):
+    run = mpirun("faults.py", tmp_path, "data", timeout=60)
+    assert run.returncode == 2  # a user's mistake: ValueError, exit code 2
+    assert "training or validation tokens on MPI rank(s) [1] differ from rank 0's" in run.stderr, run.stderr

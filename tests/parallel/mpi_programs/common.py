@@ -25,7 +25,7 @@ def tiny_gpt(dropout=0.0, seed=3):
 
 
 def trainer(out_dir, max_iters=6, dropout=0.0, mpi=None, workers=1, zero1=False, parallel="threads",
-            batch_size=5, grad_accum=2, check_every=2):
+            batch_size=5, grad_accum=2, check_every=2, data=DATA):
     """A Trainer on the tiny GPT whose schedule does not depend on max_iters (so a run to 3 then resumed to 6
     equals one run to 6); evaluation and checkpoint every 3 steps."""
     model = tiny_gpt(dropout)
@@ -33,7 +33,7 @@ def trainer(out_dir, max_iters=6, dropout=0.0, mpi=None, workers=1, zero1=False,
                       warmup_iters=1, lr_decay_iters=8, eval_interval=3, eval_iters=2, log_interval=1,
                       out_dir=out_dir, seed=5, quiet=True, workers=workers, parallel=parallel, mpi=mpi, zero1=zero1,
                       check_every=check_every)
-    return Trainer(model, cfg, DATA[:2700], DATA[2700:], meta={"note": "mpi test"})
+    return Trainer(model, cfg, data[:2700], data[2700:], meta={"note": "mpi test"})
 
 
 def flat_parameters(model):
