@@ -20,6 +20,7 @@ RANKS = {  # the first matching prefix decides a module's rank
     "npformer.models": 4,
     "npformer.decode": 5, "npformer.parallel": 5, "npformer.inspect": 5,
     "npformer.train": 6, "npformer.size": 6,
+    "npformer.scaling": 7,
     "npformer": 7,  # the package's own __init__ gathers everything
 }
 

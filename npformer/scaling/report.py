@@ -1,0 +1,126 @@
+"""The analysis of a sweep's runs (approach 3, approach 2, a Kaplan-style power law, bootstrap intervals) and its
+report in words, beside the published exponents.
+
+    analysis = analyse(results["runs"], n_boot=200)
+    print(format_report(analysis))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .fit import bootstrap, fit_law, interval, power_law
+from .grid import decades
+from .isoflop import bootstrap_isoflop, fit_exponents, profiles
+
+# Hoffmann et al. (2022): approach 3's fit (their eq. 10) and the compute-optimal exponents (about 0.5 by each
+# approach); Kaplan et al. (2020): L(N) = (N_c / N)^alpha_N for models trained to convergence, and L(D).
+CHINCHILLA = dict(alpha=0.34, beta=0.28, a=0.50, b=0.50, E=1.69)
+KAPLAN = dict(alpha_N=0.076, alpha_D=0.095)
+
+
+def analyse(runs: list[dict], n_boot: int = 200, seed: int = 0, method: str = "numpy") -> dict:
+    """Every fit of the runs (records with N, D, val_loss), with 95% bootstrap intervals.
+
+    Returns {"law": LawFit, "ci": {quantity: (lo, hi)}, "profiles": [Profile], "isoflop": {"a", "b", "points"} or
+    None, "isoflop_ci": {"a", "b"}, "kaplan": {"alpha_N", "D", "ci"} or None, "runs", "span"}."""
+    if not runs:
+        raise ValueError("there are no finished runs to fit")
+    N = np.array([r["N"] for r in runs], dtype=np.float64)
+    D = np.array([r["D"] for r in runs], dtype=np.float64)
+    L = np.array([r["val_loss"] for r in runs], dtype=np.float64)
+    law = fit_law(N, D, L, method=method)
+    boot = bootstrap(N, D, L, law, n=n_boot, seed=seed) if n_boot > 0 else {}
+    ci = {k: interval(v) for k, v in boot.items()}
+    found = profiles(N, D, L)
+    iso = fit_exponents(found)
+    iso_boot = bootstrap_isoflop(N, D, L, law, n=n_boot, seed=seed + 1) if n_boot > 0 and iso else {}
+    iso_ci = {k: interval(v) for k, v in iso_boot.items()}
+    kaplan = None
+    longest = D.max()
+    column = D == longest
+    if np.unique(N[column]).size >= 3:
+        alpha_N, _ = power_law(N[column], L[column])
+        rng = np.random.default_rng(seed + 2)
+        samples = []
+        n_col, l_col = N[column], L[column]
+        for _ in range(n_boot):
+            pick = rng.integers(0, n_col.size, n_col.size)
+            if np.unique(n_col[pick]).size >= 2:
+                samples.append(power_law(n_col[pick], l_col[pick])[0])
+        kaplan = dict(alpha_N=alpha_N, D=float(longest), ci=interval(samples))
+    span = dict(N=(float(N.min()), float(N.max()), decades(N)), D=(float(D.min()), float(D.max()), decades(D)),
+                C=(float((6 * N * D).min()), float((6 * N * D).max()), decades(6 * N * D)))
+    return dict(law=law, ci=ci, profiles=found, isoflop=iso, isoflop_ci=iso_ci, kaplan=kaplan, runs=len(runs),
+                span=span, n_boot=n_boot)
+
+
+def _ci(ci: dict, key: str) -> str:
+    lo, hi = ci.get(key, (float("nan"), float("nan")))
+    return "" if not np.isfinite(lo) else f"[{lo:.3g}, {hi:.3g}]"
+
+
+def format_report(analysis: dict, data: dict | None = None) -> str:
+    """The fit as a table beside Chinchilla's and Kaplan's figures, then where and why this measurement differs."""
+    law, ci, iso, iso_ci, kap = (analysis[k] for k in ("law", "ci", "isoflop", "isoflop_ci", "kaplan"))
+    span = analysis["span"]
+    lines = []
+    if data:
+        lines.append(f"data: {data.get('source')} ({data.get('train_tokens', 0):,} training tokens, vocabulary "
+                     f"{data.get('vocab_size')})")
+    lines.append(f"{analysis['runs']} runs: N {span['N'][0]:,.0f} to {span['N'][1]:,.0f} ({span['N'][2]:.2f} decades), "
+                 f"D {span['D'][0]:,.0f} to {span['D'][1]:,.0f} ({span['D'][2]:.2f} decades), C = 6ND "
+                 f"{span['C'][0]:.2e} to {span['C'][1]:.2e} FLOPs")
+    lines.append(f"approach 3 (Huber on log residuals, 4,500 starts): L(N, D) = {law.E:.3f} + {law.A:.4g} / "
+                 f"N^{law.alpha:.3f} + {law.B:.4g} / D^{law.beta:.3f}")
+    boot = f"95% bootstrap interval, {analysis['n_boot']} resamples" if analysis["n_boot"] else "no bootstrap"
+    rows = [("quantity", "measured", boot, "Chinchilla", "Kaplan")]
+    rows.append(("alpha (N exponent)", f"{law.alpha:.3f}", _ci(ci, "alpha"), f"{CHINCHILLA['alpha']:.2f}",
+                 f"{KAPLAN['alpha_N']:.3f} (alpha_N, no E)"))
+    rows.append(("beta (D exponent)", f"{law.beta:.3f}", _ci(ci, "beta"), f"{CHINCHILLA['beta']:.2f}",
+                 f"{KAPLAN['alpha_D']:.3f} (alpha_D, no E)"))
+    rows.append(("E (nats/token)", f"{law.E:.3f}", _ci(ci, "E"), f"{CHINCHILLA['E']:.2f} (BPE tokens)", ""))
+    rows.append(("a = beta/(alpha+beta)", f"{law.a:.3f}", _ci(ci, "a"), f"{CHINCHILLA['a']:.2f}", "0.73"))
+    rows.append(("b = alpha/(alpha+beta)", f"{law.b:.3f}", _ci(ci, "b"), f"{CHINCHILLA['b']:.2f}", "0.27"))
+    if iso:
+        rows.append((f"a, IsoFLOP ({iso['points']} minima)", f"{iso['a']:.3f}", _ci(iso_ci, "a"),
+                     f"{CHINCHILLA['a']:.2f}", "0.73"))
+        rows.append(("b, IsoFLOP", f"{iso['b']:.3f}", _ci(iso_ci, "b"), f"{CHINCHILLA['b']:.2f}", "0.27"))
+    if kap:
+        rows.append((f"alpha_N, pure power law at D={kap['D']:.3g}", f"{kap['alpha_N']:.3f}", _ci(kap, "ci"), "",
+                     f"{KAPLAN['alpha_N']:.3f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if not iso:
+        lines.append("approach 2: too few IsoFLOP profiles with a minimum inside the grid (widen the grid)")
+    lines.append("")
+    lines.append(why_it_differs(analysis))
+    return "\n".join(lines)
+
+
+def why_it_differs(analysis: dict) -> str:
+    """Plain words on where a small, character-level CPU measurement differs from the published laws, and why."""
+    law, span = analysis["law"], analysis["span"]
+    parts = [
+        "Why this differs from the published laws:",
+        f"- Scale: N here is {span['N'][0]:,.0f} to {span['N'][1]:,.0f} non-embedding parameters and D at most "
+        f"{span['D'][1]:,.0f} tokens; Chinchilla fitted 70M to 16B parameters on 5B to 500B tokens. At this size "
+        "the law's power-law terms are not yet asymptotic (depth, width and context all change at once, and "
+        "layer norms and biases are a visible share of N), so the exponents describe a different stretch of the "
+        "curve.",
+        f"- Characters, not BPE tokens: a character carries far less information than a subword, so losses (and E "
+        f"= {law.E:.2f} nats per character) are on another scale from Chinchilla's E = 1.69 nats per token; the "
+        "reducible part the exponents describe is a small fraction of the loss, which makes them harder to pin "
+        "down.",
+        "- Data: a small corpus is repeated for the longest runs (several epochs); repeated tokens are worth less "
+        "than fresh ones, which flattens the D term (a lower beta).",
+        "- Kaplan's alpha_N = 0.076 is a pure power law with no irreducible term, fitted to converged models; "
+        "with E taken out the exponent of the rest is larger by construction. The 'pure power law' row above is "
+        "the comparable figure.",
+        "- Recipe: one context length (64), one batch size, a learning rate set by width rather than tuned per "
+        "run, and few points per axis; with the attention term (6 n_layer T d per token) comparable to 6N at "
+        "the smallest widths, C = 6ND undercounts their compute. The bootstrap intervals show how loosely a "
+        "grid this small pins the exponents down.",
+    ]
+    return "\n".join(parts)
