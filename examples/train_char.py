@@ -85,6 +85,11 @@ def train(args, comm) -> int:
     rank = 0 if comm is None else comm.Get_rank()
     say = print if rank == 0 else (lambda *a, **k: None)  # rank 0 alone prints
     npformer.set_backend(args.backend)
+    if comm is not None and args.backend == "cupy":  # one GPU per rank on each machine, before the model is built
+        from npformer.parallel.nccl import nccl_module, use_local_gpu
+
+        nccl_module()  # refuse early, with the reason, where NCCL is missing
+        use_local_gpu(comm)
     npformer.kernels.cpu.keep_host_memory()  # reuse freed activation memory instead of faulting it in every step
 
     if args.data:

@@ -199,8 +199,10 @@ class MPIDataParallel:
     check_every: compare a checksum of the parameters across ranks every this many training ``loss`` calls
         (0: never); ``check_parameters()`` does it on demand.
 
-    Attributes: rank, size, workers (replicas in all: size * local workers), comm_seconds (time spent in
-    collectives, waits for slower ranks included), local (the local runner).
+    Attributes: rank, size, workers (replicas in all: size * local workers), local (the local runner),
+    comm_seconds (time spent in collectives; waits for slower ranks included, unless ``separate_waits`` is set:
+    then a barrier before each collective takes the wait, counted in wait_seconds, at the cost of one more
+    round trip per collective: for measuring, as benchmarks/mpi_data_parallel.py does).
     """
 
     def __init__(self, model, comm=None, workers: int = 1, mode: str = "auto", check_every: int = 100):
@@ -217,7 +219,8 @@ class MPIDataParallel:
         self.local_workers = workers
         self.workers = self.size * workers
         self.check_every = check_every
-        self.comm_seconds = 0.0
+        self.comm_seconds = self.wait_seconds = 0.0
+        self.separate_waits = False
         self._losses_seen = 0
         self._pending = None  # (this rank's share n_r / N, whether it has rows) awaiting backward
         self._order = self._layout(model)
@@ -315,7 +318,7 @@ class MPIDataParallel:
         """Raise RuntimeError (on every rank alike) when any rank's parameters differ from rank 0's."""
         mine = np.array([self.parameter_checksum()], dtype=np.uint64)
         everyone = np.empty(self.size, dtype=np.uint64)
-        t0 = time.perf_counter()
+        t0 = self._clock()
         self.comm.Allgather(mine, everyone)
         self.comm_seconds += time.perf_counter() - t0
         differ = [r for r in range(self.size) if everyone[r] != everyone[0]]
@@ -390,12 +393,20 @@ class MPIDataParallel:
             for m, stream in swapped:
                 m.seeds = stream
         self._pending = (shares[self.rank], b > a)
-        t0 = time.perf_counter()
+        t0 = self._clock()
         try:
             total = self._reducer.combine_losses(local, shares, self.rank, self._loss_like())
         finally:
             self.comm_seconds += time.perf_counter() - t0
         return total
+
+    def _clock(self) -> float:
+        """The start time of a collective; with ``separate_waits``, after a barrier whose wait is counted apart."""
+        if self.separate_waits:
+            t0 = time.perf_counter()
+            self.comm.Barrier()
+            self.wait_seconds += time.perf_counter() - t0
+        return time.perf_counter()
 
     def _loss_like(self):
         xp = backend.array_module(self._order[0].data)
@@ -410,7 +421,7 @@ class MPIDataParallel:
         self._grads[...] = 0
         if has_rows:
             self._backward_into_private(float(dloss) * share)
-        t0 = time.perf_counter()
+        t0 = self._clock()
         self._reducer.allreduce_sum(self._grads)
         self.comm_seconds += time.perf_counter() - t0
         flat = self._flat_model_grads()

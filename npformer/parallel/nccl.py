@@ -4,7 +4,8 @@ Why: sending a GPU's gradient through MPI would copy it to the host and back on 
 library is CUDA-aware, which a pip-installed Open MPI is not). NCCL sums device buffers directly, over NVLink,
 PCIe or the network. MPI only bootstraps it: rank 0 makes NCCL's unique id and broadcasts it (as plain bytes,
 no pickle); every rank then joins one NCCL communicator. Each rank drives the GPU numbered by its rank among the
-ranks of its machine (its "local rank"), so ``mpiexec -n 4`` on a 4-GPU machine uses all four.
+ranks of its machine (its "local rank", ``use_local_gpu``, called before the model is built), so
+``mpiexec -n 4`` on a 4-GPU machine uses all four.
 
 Where CuPy has no NCCL (``cupy.cuda.nccl`` missing or unusable) the runner is refused with a message saying so;
 nothing falls back to the host silently.
@@ -32,6 +33,17 @@ def nccl_module():
     return nccl
 
 
+def use_local_gpu(comm) -> int:
+    """Make this rank's current GPU the one numbered by its rank among the ranks of its machine (modulo the GPUs
+    there); returns that number. Call it before building the model, so the model lands on that GPU."""
+    import cupy
+
+    n_devices = cupy.cuda.runtime.getDeviceCount()
+    device = node_rank_and_size(comm)[0] % max(n_devices, 1)
+    cupy.cuda.Device(device).use()
+    return device
+
+
 class NcclReducer:
     """Sum, broadcast and loss combination over NCCL on the current CuPy device stream."""
 
@@ -42,8 +54,6 @@ class NcclReducer:
         import cupy
 
         self.nccl, self.cupy, self.comm = nccl, cupy, comm
-        n_devices = cupy.cuda.runtime.getDeviceCount()
-        cupy.cuda.Device(node_rank_and_size(comm)[0] % max(n_devices, 1)).use()
         uid = np.zeros(128, dtype=np.int8)
         if comm.Get_rank() == 0:
             uid[...] = np.asarray(nccl.get_unique_id(), dtype=np.int64).astype(np.int8)

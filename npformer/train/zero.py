@@ -50,11 +50,7 @@ class ZeroAdamW(AdamW):
         if any(not backend.on_host(p.data) for p in params):
             raise ValueError("ZeroAdamW: runs on the NumPy backend (its all-gather goes through MPI on the host); "
                              "on a GPU use AdamW")
-        self._param_buffer, self._offsets = self._tiling([p.data for p in params], "parameters")
-        self._grad_buffer, grad_offsets = self._tiling([p.grad for p in params], "gradients")
-        if grad_offsets != self._offsets:
-            raise ValueError("ZeroAdamW: the gradients are not laid out like the parameters; call "
-                             "model.flatten_parameters() before making the optimizer")
+        self._find_buffers()
         n = self._param_buffer.size
         bounds = np.linspace(0, n, self.size + 1).round().astype(np.int64)  # rank r owns [bounds[r], bounds[r+1])
         self._counts = [int(b - a) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -72,6 +68,27 @@ class ZeroAdamW(AdamW):
                     raise ValueError(f"ZeroAdamW: parameter group {gi} is not one stretch of the flat buffer; "
                                      "make the groups with param_groups() and flatten the model")
             self._ranges.append((starts[0][0], starts[-1][0] + starts[-1][1]))
+
+    def _find_buffers(self) -> None:
+        """The flat parameter and gradient buffers the parameters are views of, and each one's offset."""
+        params = self.parameters()
+        self._param_buffer, self._offsets = self._tiling([p.data for p in params], "parameters")
+        self._grad_buffer, grad_offsets = self._tiling([p.grad for p in params], "gradients")
+        if grad_offsets != self._offsets:
+            raise ValueError("ZeroAdamW: the gradients are not laid out like the parameters; call "
+                             "model.flatten_parameters() before making the optimizer")
+        self._arrays = [a for p in params for a in (p.data, p.grad)]
+
+    def _check_buffers(self) -> None:
+        """Parameters moved to other memory since (ProcessDataParallel moves them into shared memory): find the
+        buffers again; the layout must be the same."""
+        if all(a is b for a, b in zip(self._arrays, (a for p in self.parameters() for a in (p.data, p.grad)))):
+            return
+        size, offsets = self._param_buffer.size, self._offsets
+        self._find_buffers()
+        if self._param_buffer.size != size or self._offsets != offsets:
+            raise ValueError("ZeroAdamW: the parameters were laid out anew since the optimizer was made; make it "
+                             "again")
 
     def _tiling(self, arrays, what: str):
         span = _span(arrays)
@@ -93,6 +110,7 @@ class ZeroAdamW(AdamW):
     # -- stepping -----------------------------------------------------------------------------------------------
     def step(self) -> None:
         """Update this rank's shard of the parameters, then all-gather the whole buffer (a collective)."""
+        self._check_buffers()
         self.step_count += 1
         a, b = self.shard
         P, G = self._param_buffer, self._grad_buffer

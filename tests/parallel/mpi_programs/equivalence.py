@@ -6,7 +6,8 @@ argv[1]: a folder; rank 0 writes its results there (.npz files), and the runs' c
 - dropout_resumed.npz: 3 steps, then a new Trainer resumed from that checkpoint for 3 more (dropout_ckpt/);
 - plain_full.npz, plain_ckpt/: the same without dropout (for the 1-rank resume);
 - zero_resumed.npz: as dropout_resumed with ZeRO-1 both times;
-- local_workers.npz: 6 steps with dropout, 2 local worker processes per rank.
+- local_workers.npz, zero_local_workers.npz: 6 steps with dropout, 2 local worker processes per rank (the
+  second with ZeRO-1, whose optimizer is made after the workers moved the parameters into shared memory).
 """
 
 import os
@@ -79,10 +80,11 @@ def trainings(comm, out):
     if resumed.is_root:
         np.savez(os.path.join(out, "zero_memory.npz"), sharded=resumed.optimizer.memory_bytes(),
                  unsharded=resumed.optimizer.unsharded_bytes())
-    local = trainer(os.path.join(out, "local_workers"), dropout=0.1, workers=2, parallel="processes")
-    local.run()
-    local.runner.close()
-    save(local, out, "local_workers.npz")
+    for zero1, name in ((False, "local_workers"), (True, "zero_local_workers")):
+        local = trainer(os.path.join(out, name), dropout=0.1, workers=2, parallel="processes", zero1=zero1)
+        local.run()
+        local.runner.close()
+        save(local, out, f"{name}.npz")
 
 
 if __name__ == "__main__":
