@@ -225,13 +225,14 @@ class MPIDataParallel:
         self._pending = None  # (this rank's share n_r / N, whether it has rows) awaiting backward
         self._order = self._layout(model)
         self._device = not backend.on_host(self._order[0].data)
+        self._agree_on_model()  # before anything that differs between host and device: no rank waits in vain
+        self.node_rank, self.node_size = node_rank_and_size(comm)
         if self._device:
             from .nccl import NcclReducer
 
             self._reducer = NcclReducer(comm)
         else:
             self._reducer = _HostReducer(comm)
-        self._agree_on_model()
         self.broadcast_parameters()
         if not self._device:
             self._share_cores()
@@ -252,7 +253,6 @@ class MPIDataParallel:
             return
         from ..kernels.cpu import set_blas_threads, usable_cpus
 
-        self.node_rank, self.node_size = node_rank_and_size(self.comm)
         threads = max(1, usable_cpus() // self.node_size)
         set_blas_threads(threads)
         os.environ["NPFORMER_NUM_THREADS"] = str(threads)

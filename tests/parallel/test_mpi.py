@@ -156,3 +156,25 @@ def test_ranks_with_different_data_are_refused(tmp_path):
     run = mpirun("faults.py", tmp_path, "data", timeout=60)
     assert run.returncode == 2  # a user's mistake: ValueError, exit code 2
     assert "training or validation tokens on MPI rank(s) [1] differ from rank 0's" in run.stderr, run.stderr
+
+
+TRAIN_CHAR = os.path.join(PROGRAMS, "..", "..", "..", "examples", "train_char.py")
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "5",
+        "--eval-iters", "1", "--eval-interval", "2", "--log-interval", "2", "--samples", "1", "--sample-tokens", "5",
+        "--workers", "1", "--zero1"]
+
+
+def test_train_char_under_mpiexec_reports_once_and_resumes(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 60)
+    out = tmp_path / "out"
+    first = mpirun(TRAIN_CHAR, "--data", corpus, "--max-iters", "4", "--out-dir", out, *TINY)
+    assert first.returncode == 0, first.stderr
+    for line in ("data parallel: 2 MPI ranks x 1 local worker(s)", "optimizer state per rank (ZeRO-1): rank 0",
+                 "trained to step 4", "---- sample 1 ----"):
+        assert first.stdout.count(line) == 1, (line, first.stdout)  # rank 0 alone prints
+    assert load_checkpoint(out / "ckpt.npz").meta["step"] == 4
+    again = mpirun(TRAIN_CHAR, "--data", corpus, "--max-iters", "6", "--out-dir", out, "--resume", *TINY)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count(f"resumed from {out / 'ckpt.npz'} at step 4") == 1
+    assert load_checkpoint(out / "ckpt.npz").meta["step"] == 6
