@@ -73,6 +73,7 @@ def parse_args(argv=None):
                         "auto: measure both and take the faster")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the intervals (0: none)")
     p.add_argument("--figure", help="the figure's path (default: OUT/scaling.png)")
+    p.add_argument("--no-plot", action="store_true", help="write no figure (matplotlib takes seconds to load)")
     p.add_argument("--sizes", help="model sizes as n_layer,n_embd,n_head;... (default: the preset's)")
     p.add_argument("--d-points", type=int, help="token budgets per size (default: the preset's)")
     p.add_argument("--d-span", type=float, help="largest / smallest token budget (default: the preset's)")
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
             print(f"interrupted: {len(results['runs'])} of {len(results['plan'])} runs finished; run the same "
                   "command again to resume (stopped runs continue from their checkpoints)", file=sys.stderr)
             return INTERRUPTED
-    return report(results, out_dir, figure, args.bootstrap)
+    return report(results, out_dir, None if args.no_plot else figure, args.bootstrap)
 
 
 def print_plan(plan, mode: str) -> None:
@@ -171,7 +172,7 @@ def print_plan(plan, mode: str) -> None:
     print(f"  D: {', '.join(f'{d:,}' for d in Ds)} ({decades(Ds):.2f} decades)")
 
 
-def report(results: dict, out_dir: str, figure: str, n_boot: int) -> int:
+def report(results: dict, out_dir: str, figure: str | None, n_boot: int) -> int:
     runs = results["runs"]
     n_sizes, n_budgets = len({r["N"] for r in runs}), len({r["D"] for r in runs})
     if len(runs) < 5 or n_sizes < 2 or n_budgets < 2:
@@ -185,7 +186,7 @@ def report(results: dict, out_dir: str, figure: str, n_boot: int) -> int:
         f.write(text + "\n")
     title = (f"{results['data'].get('source')}: {len(runs)} runs, "
              f"alpha={analysis['law'].alpha:.2f} beta={analysis['law'].beta:.2f} E={analysis['law'].E:.2f}")
-    if plot_sweep(runs, analysis, figure, title=title):
+    if figure and plot_sweep(runs, analysis, figure, title=title):
         print(f"figure: {figure}")
     print(f"results: {os.path.join(out_dir, RESULTS_FILE)}; report: {os.path.join(out_dir, 'report.txt')}")
     return 0

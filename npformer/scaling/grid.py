@@ -187,8 +187,8 @@ def plan_grid(budget_s: float, sizes, seconds_per_step: dict, jobs: int, vocab_s
         need_s = _makespan(costs(need), jobs)
         raise ValueError(f"a budget of {budget_s / 60:.2f} minutes is too small for this grid "
                          f"({len(sizes)} sizes x {d_points} token budgets on {jobs} worker(s)): the shortest runs "
-                         f"need {min_steps} steps, which takes about {math.ceil(need_s / 60)} minutes; give a "
-                         "larger --budget-minutes or fewer sizes")
+                         f"need {min_steps} steps, which takes about {need_s / 60:.2f} minutes; give a larger "
+                         "--budget-minutes or fewer sizes")
     steps = token_ladder(int(max_steps * tokens_per_step), d_points, d_span, tokens_per_step)
     runs = [RunSpec(n_layer=L, n_embd=C, n_head=H, steps=s, vocab_size=vocab_size, block_size=block_size,
                     batch_size=batch_size, seed=seed) for (L, C, H) in sizes for s in steps]

@@ -95,15 +95,25 @@ def format_report(analysis: dict, data: dict | None = None) -> str:
     if not iso:
         lines.append("approach 2: too few IsoFLOP profiles with a minimum inside the grid (widen the grid)")
     lines.append("")
-    lines.append(why_it_differs(analysis))
+    lines.append(why_it_differs(analysis, data))
     return "\n".join(lines)
 
 
-def why_it_differs(analysis: dict) -> str:
+def _compare(value: float, published: float) -> str:
+    return "above" if value > published * 1.1 else "below" if value < published / 1.1 else "near"
+
+
+def why_it_differs(analysis: dict, data: dict | None = None) -> str:
     """Plain words on where a small, character-level CPU measurement differs from the published laws, and why."""
     law, span = analysis["law"], analysis["span"]
+    epochs = span["D"][1] / data["train_tokens"] if data and data.get("train_tokens") else None
+    repeated = (f"the longest runs here see the {data['train_tokens']:,} training tokens {epochs:.1f} times"
+                if epochs and epochs > 1 else "longer sweeps repeat a small corpus")
     parts = [
         "Why this differs from the published laws:",
+        f"- Here alpha is {_compare(law.alpha, CHINCHILLA['alpha'])} Chinchilla's 0.34 and beta "
+        f"{_compare(law.beta, CHINCHILLA['beta'])} its 0.28, so the compute-optimal split a = {law.a:.2f} puts "
+        f"{'more' if law.a > 0.5 else 'less'} of extra compute into parameters than Chinchilla's even split.",
         f"- Scale: N here is {span['N'][0]:,.0f} to {span['N'][1]:,.0f} non-embedding parameters and D at most "
         f"{span['D'][1]:,.0f} tokens; Chinchilla fitted 70M to 16B parameters on 5B to 500B tokens. At this size "
         "the law's power-law terms are not yet asymptotic (depth, width and context all change at once, and "
@@ -113,8 +123,8 @@ def why_it_differs(analysis: dict) -> str:
         f"= {law.E:.2f} nats per character) are on another scale from Chinchilla's E = 1.69 nats per token; the "
         "reducible part the exponents describe is a small fraction of the loss, which makes them harder to pin "
         "down.",
-        "- Data: a small corpus is repeated for the longest runs (several epochs); repeated tokens are worth less "
-        "than fresh ones, which flattens the D term (a lower beta).",
+        f"- Data: {repeated}; repeated tokens are worth less than fresh ones (Muennighoff et al., 2023), which "
+        "flattens the D term (a lower beta) as the runs get longer.",
         "- Kaplan's alpha_N = 0.076 is a pure power law with no irreducible term, fitted to converged models; "
         "with E taken out the exponent of the rest is larger by construction. The 'pure power law' row above is "
         "the comparable figure.",

@@ -116,10 +116,10 @@ def plan_sweep(budget_s: float, sizes, data: SweepData, jobs: int | None = None,
                block_size: int = BLOCK_SIZE, batch_size: int = BATCH_SIZE, log=print) -> tuple[Plan, str]:
     """Measure this machine (seconds per step of every size on one core; with two or more cores, ``measure_modes``
     on the middle size) and plan the grid whose predicted wall time fills what is left of ``budget_s`` after the
-    measuring and ``reserve_s`` for the fits (default: 5% of the budget, at most 20 s). mode "auto" takes the faster
+    measuring and ``reserve_s`` for the fits (default: 8% of the budget, at most a minute). mode "auto" takes the faster
     of MODES. Returns (Plan, mode)."""
     t0 = time.perf_counter()
-    reserve_s = min(20.0, 0.05 * budget_s) if reserve_s is None else reserve_s
+    reserve_s = min(60.0, 0.08 * budget_s) if reserve_s is None else reserve_s
     sizes = [tuple(s) for s in sizes]
     if not sizes:
         raise ValueError("the grid is empty: give at least one model size")
@@ -149,7 +149,7 @@ def plan_sweep(budget_s: float, sizes, data: SweepData, jobs: int | None = None,
     per_step = {s: t * factor for s, t in times.items()}
     tokens_per_step = block_size * batch_size
     # the final pass over the validation split: forward only, about a third of a step per step's worth of tokens
-    overhead = {s: 1.0 + per_step[s] * data.val_ids.size / tokens_per_step / 3 for s in sizes}
+    overhead = {s: 0.2 + per_step[s] * data.val_ids.size / tokens_per_step / 3 for s in sizes}
     budget_left = budget_s - (time.perf_counter() - t0) - reserve_s
     if budget_left <= 0:
         raise ValueError(f"a budget of {budget_s / 60:.2f} minutes is too small for one run: measuring this machine "

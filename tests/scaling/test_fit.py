@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from npformer.scaling.fit import bootstrap, fit_law, huber, interval, minimise, objective, power_law, predict_log
 from npformer.scaling.isoflop import bootstrap_isoflop, fit_exponents, profiles
+from npformer.scaling.plots import plot_sweep
+from npformer.scaling.report import analyse, format_report
 
 
 def synthetic_runs(alpha, beta, E, a_scale, b_scale, seed, noise, sizes=7, budgets=7):
@@ -121,6 +123,23 @@ def test_isoflop_minima_recover_the_compute_optimal_exponent():
     boot = bootstrap_isoflop(*noisy, fit_law(*noisy), n=20)
     lo, hi = interval(boot["a"])
     assert hi > lo and lo - 0.06 <= 0.4 <= hi + 0.06
+
+
+def test_analysis_report_and_figure(tmp_path):
+    """The whole analysis on synthetic runs: the report names every quantity beside the published figures, and
+    the figure (when matplotlib is installed) is a small PNG."""
+    N, D, L, _, _ = synthetic_runs(0.34, 0.28, 1.5, 1.0, 1.0, seed=6, noise=0.002, sizes=5, budgets=5)
+    runs = [dict(N=n, D=d, val_loss=v) for n, d, v in zip(N, D, L)]
+    analysis = analyse(runs, n_boot=8)
+    text = format_report(analysis, {"source": "synthetic", "train_tokens": 1000, "vocab_size": 65})
+    for fragment in ("alpha (N exponent)", "beta (D exponent)", "a, IsoFLOP", "alpha_N, pure power law", "0.076",
+                     "Chinchilla", "Why this differs", "25 runs"):
+        assert fragment in text, fragment
+    assert analysis["law"].alpha == pytest.approx(0.34, rel=0.1)
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "scaling.png"
+    assert plot_sweep(runs, analysis, str(path))
+    assert 5_000 < path.stat().st_size < 200_000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_isoflop_without_enough_sizes_finds_nothing():
