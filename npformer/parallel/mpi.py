@@ -187,6 +187,16 @@ def _would_draw(m: Dropout, name: str) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # the runner
 # ---------------------------------------------------------------------------------------------------------------
+def rank_chunks(B: int, ranks: int, workers: int) -> tuple[list[tuple[int, int]], list[list[int]]]:
+    """(global chunks, the chunk indices of each rank): the cut ``batch_chunks(B, ranks * workers)`` of one process
+    with that many local workers, rank r taking chunks r*workers .. (r+1)*workers - 1 (fewer, or none, when B is
+    small). Each rank's rows are then contiguous, and its local runner's own cut of them
+    (``batch_chunks(rows, workers)``) is exactly its global chunks."""
+    chunks = batch_chunks(B, ranks * workers)
+    mine = [[k for k in range(r * workers, (r + 1) * workers) if k < len(chunks)] for r in range(ranks)]
+    return chunks, mine
+
+
 class MPIDataParallel:
     """``model.loss`` / ``model.backward`` over the ranks of an MPI communicator, each rank taking its rows of the
     global batch (and optionally splitting them again over local workers).
@@ -329,12 +339,7 @@ class MPIDataParallel:
 
     # -- this rank's rows --------------------------------------------------------------------------------------
     def _plan(self, B: int) -> tuple[list[tuple[int, int]], list[list[int]]]:
-        """(global chunks, the chunk indices of each rank): the cut a one-process run with size * workers local
-        workers makes, rank r taking chunks r*workers .. (r+1)*workers - 1 (fewer, or none, when B is small)."""
-        chunks = batch_chunks(B, self.workers)
-        w = self.local_workers
-        mine = [[k for k in range(r * w, (r + 1) * w) if k < len(chunks)] for r in range(self.size)]
-        return chunks, mine
+        return rank_chunks(B, self.size, self.local_workers)
 
     def _prepare_dropout(self, n_chunks: int, mine: list[int]) -> list:
         """Draw every chunk's dropout seed on every rank (the seed streams stay in step) and set this rank's up.
@@ -492,4 +497,4 @@ def _digest(data: bytes) -> bytes:
 
 
 __all__ = ["MPIDataParallel", "abort_on_error", "broadcast_file", "describe_failure", "launched_size", "mpi",
-           "node_rank_and_size", "world"]
+           "node_rank_and_size", "rank_chunks", "world"]

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("mpi4py")
 
@@ -17,6 +19,7 @@ from npformer.parallel.mpi import (  # noqa: E402
     broadcast_file,
     describe_failure,
     launched_size,
+    rank_chunks,
 )
 from npformer.parallel.mpi_launch import mpiexec_command  # noqa: E402
 from npformer.train.checkpoint import CheckpointError, load_checkpoint_bytes  # noqa: E402
@@ -197,3 +200,79 @@ def test_abort_on_error_with_one_rank_raises_as_usual(comm):
 def test_mpiexec_command():
     command, env = mpiexec_command(2, ["prog.py", "a"], mpiexec="/bin/echo")
     assert command[-5:] == ["-n", "2", os.sys.executable, "prog.py", "a"]
+
+
+class _FakeNccl:
+    """Just enough of cupy.cuda.nccl for one rank (where a sum over ranks is the buffer itself): records the
+    calls, so the device path's plumbing (pointers, counts, dtypes) runs on the CuPy stand-in."""
+
+    NCCL_SUM, NCCL_FLOAT16, NCCL_FLOAT32, NCCL_FLOAT64 = 0, 6, 7, 8
+
+    def __init__(self):
+        self.calls = []
+        fake = self
+
+        class NcclCommunicator:
+            def __init__(self, n, uid, rank):
+                assert (n, rank, len(uid)) == (1, 0, 128)
+
+            def allReduce(self, send, recv, count, dtype, op, stream):  # noqa: N802 -- NCCL's name
+                assert send == recv and op == fake.NCCL_SUM
+                fake.calls.append(("allReduce", count, dtype))
+
+            def bcast(self, ptr, count, dtype, root, stream):
+                fake.calls.append(("bcast", count, dtype))
+
+        self.NcclCommunicator = NcclCommunicator
+
+    @staticmethod
+    def get_unique_id():
+        return tuple(range(-64, 64))
+
+
+def test_the_nccl_path_on_one_rank_equals_the_model(comm, monkeypatch):
+    """The CuPy path with a stand-in NCCL: gradient buffer, loss and checksum stay on the device, and the result
+    is the model's. (Real NCCL across GPUs is not available here: this checks the code path, not NCCL.)"""
+    import types
+
+    fake = _FakeNccl()
+    with backend.use_backend("cupy"):
+        cupy = backend.xp()
+        module = types.ModuleType("cupy.cuda")
+        module.nccl = fake
+        monkeypatch.setitem(__import__("sys").modules, "cupy.cuda", module)
+        monkeypatch.setattr(type(cupy.cuda), "get_current_stream",
+                            staticmethod(lambda: types.SimpleNamespace(ptr=0)), raising=False)
+        x, y = _batch(B=4)
+        ref = GPT(GPTConfig(vocab_size=13, block_size=6, n_layer=1, n_head=2, n_embd=8, seed=2))
+        loss = ref.loss(backend.asarray(x), backend.asarray(y))
+        ref.backward()
+        model = GPT(GPTConfig(vocab_size=13, block_size=6, n_layer=1, n_head=2, n_embd=8, seed=2))
+        dp = MPIDataParallel(model, comm)
+        got = dp.loss(backend.asarray(x), backend.asarray(y))
+        dp.backward()
+        assert backend.array_module(got) is cupy
+        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(loss), rtol=1e-6)
+        for p, q in zip(model.parameters(), ref.parameters()):
+            np.testing.assert_allclose(backend.to_numpy(p.grad), backend.to_numpy(q.grad), rtol=1e-5, atol=1e-7)
+        dp.check_parameters()
+    n = model.num_parameters()
+    assert ("allReduce", n, fake.NCCL_FLOAT32) in fake.calls  # the one gradient all-reduce, over the flat buffer
+    assert sum(c for kind, c, _ in fake.calls if kind == "bcast") == n  # rank 0's parameters, once
+
+
+@settings(deadline=None)
+@given(B=st.integers(1, 40), ranks=st.integers(1, 6), workers=st.integers(1, 4))
+def test_each_rank_gets_contiguous_rows_that_its_local_runner_cuts_as_one_process_would(B, ranks, workers):
+    from npformer.parallel.split import batch_chunks
+
+    chunks, mine = rank_chunks(B, ranks, workers)
+    assert chunks == batch_chunks(B, ranks * workers)
+    assert [k for m in mine for k in m] == list(range(len(chunks)))  # every chunk once, in rank order
+    for r, indices in enumerate(mine):
+        if not indices:
+            assert r > 0 and len(chunks) <= r * workers  # only ranks past the batch's rows go without
+            continue
+        start, stop = chunks[indices[0]][0], chunks[indices[-1]][1]
+        local = [(a + start, b + start) for a, b in batch_chunks(stop - start, workers)]
+        assert local == [chunks[k] for k in indices]
