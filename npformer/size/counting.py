@@ -17,8 +17,9 @@ FLOPs        per token, forward:
              one multiply and one add each; 4 T_k H D: the scores Q K^T and the weighted values P V, each
              2 T_k H D per token, counted over the whole T x T (no saving for the causal half), T_k = T for
              self- and cross-attention (an encoder-decoder is counted per target token with a source of the same
-             length T: the encoder's FLOPs per source token plus the decoder's per target token). Biases, norms,
-             softmax and activations (O(C) per token) are left out.
+             length T: the encoder's FLOPs per source token plus the decoder's per target token); with a sliding
+             window W (Mistral), T_k = min(T, W). Biases, norms, softmax and activations (O(C) per token) are
+             left out.
              Training = 3 x forward (the backward pass costs two forwards: one product for the input's gradient,
              one for the weights'); with activation recomputation the layers' forward runs once more: + 1 x the
              layers' forward.
@@ -29,7 +30,8 @@ Memory       for training at (B, T), in bytes of the dtype: parameters N b, grad
              each layer keeps only its input (C per token) and one layer at a time is rebuilt.
 KV cache     per token of generation: 2 (keys and values) * Hkv * D * L * b over the self-attention layers of
              the decoder; an encoder-decoder's cross-attention keys and values are computed once per source
-             token and reported apart.
+             token and reported apart. A sliding-window model's cache (npformer's RollingKVCache) holds at most
+             W positions per sequence: ``kv_cache_window(shape)``, the report's ``kv_cache_window``.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def count_params_active(shape: ModelShape) -> int:
 # FLOPs
 # ---------------------------------------------------------------------------------------------------------------
 def _scores_flops(attention: AttentionShape, T_k: int) -> int:
-    """Q K^T and P V for one query: 2 T_k H D each."""
-    return 4 * T_k * attention.n_head * attention.head_dim
+    """Q K^T and P V for one query: 2 T_k H D each (T_k: the keys it sees, at most the window)."""
+    return 4 * attention.keys_seen(T_k) * attention.n_head * attention.head_dim
 
 
 def layer_flops_forward(layer: LayerShape, T: int) -> int:
@@ -112,7 +114,8 @@ def _attention_kept(attention: AttentionShape, T_k: int, flash: bool, b: int) ->
     (the next product's input too), and the probabilities P (H T_k) or, with flash attention, one log-sum-exp
     per head."""
     H, Hkv, D = attention.n_head, attention.n_kv_head, attention.head_dim
-    values = attention.d_model + (H + 2 * Hkv) * D + 2 * H * D + (H if flash else H * T_k)
+    # a sliding window keeps P as a band of W keys per query (npformer's fast tier)
+    values = attention.d_model + (H + 2 * Hkv) * D + 2 * H * D + (H if flash else H * attention.keys_seen(T_k))
     return values * b
 
 
@@ -145,7 +148,8 @@ def training_memory(shape: ModelShape, B: int, T: int, dtype: str = "float32", f
     working = 0
     for stack in shape.stacks:
         a = stack.layer.attention
-        working = max(working, (0 if flash else 2 * a.n_head * T) + (a.n_head + 2 * a.n_kv_head) * a.head_dim)
+        working = max(working, (0 if flash else 2 * a.n_head * a.keys_seen(T)) + (a.n_head + 2 * a.n_kv_head)
+                      * a.head_dim)
     working = max(working, shape.logits_per_token + C) * b
     activations = tokens * (kept + working)
     activations_recompute = tokens * (kept_recompute + working)
@@ -167,3 +171,9 @@ def kv_cache_bytes_per_token(shape: ModelShape, dtype: str = "float16") -> dict:
     cross = decoder.layer.cross
     return {"self": decoder.n_layer * per_layer,
             "cross": decoder.n_layer * 2 * cross.n_kv_head * cross.head_dim * b if cross is not None else None}
+
+
+def kv_cache_window(shape: ModelShape) -> int | None:
+    """The most positions a sequence's KV cache holds: the decoder's sliding window W (None: every position)."""
+    decoder = shape.stack("decoder")
+    return None if decoder is None else decoder.layer.attention.window

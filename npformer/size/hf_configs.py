@@ -29,10 +29,10 @@ DEFAULTS = {
                   mlp_bias=False, tie_word_embeddings=False, max_position_embeddings=2048),
     "mistral": dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                     num_attention_heads=32, num_key_value_heads=8, head_dim=None, tie_word_embeddings=False,
-                    max_position_embeddings=131072),
+                    max_position_embeddings=131072, sliding_window=4096),
     "mixtral": dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                     num_attention_heads=32, num_key_value_heads=8, head_dim=None, tie_word_embeddings=False,
-                    max_position_embeddings=131072, num_local_experts=8, num_experts_per_tok=2),
+                    max_position_embeddings=131072, num_local_experts=8, num_experts_per_tok=2, sliding_window=None),
     "bert": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2),
     "t5": dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=None,
@@ -41,12 +41,14 @@ DEFAULTS = {
                 image_size=224, patch_size=16, num_channels=3, qkv_bias=True, pooler_output_size=None),
 }
 MODEL_TYPES = tuple(DEFAULTS)
+NULL_IS_A_VALUE = {"sliding_window"}  # Mistral v0.2+ write "sliding_window": null for full attention
 NOT_SIZES = {"tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "feed_forward_proj"}
 
 
 def _fields(config: dict, where: str) -> dict:
     """The config's fields over transformers' defaults for its model type (a field given as null keeps the
-    default, as transformers does); sizes must be positive integers. Errors name ``where`` and the field."""
+    default, as transformers does, but those in NULL_IS_A_VALUE: a null sliding_window is no window); sizes must
+    be positive integers. Errors name ``where`` and the field."""
     if not isinstance(config, dict):
         raise ValueError(f"{where}: a config must be a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type")
@@ -55,7 +57,7 @@ def _fields(config: dict, where: str) -> dict:
                          f"{', '.join(MODEL_TYPES)}")
     values = dict(DEFAULTS[model_type])
     for name in values:
-        if config.get(name) is not None:
+        if config.get(name) is not None or (name in NULL_IS_A_VALUE and name in config):
             values[name] = config[name]
     for name, value in values.items():
         if name not in NOT_SIZES and value is not None and \
@@ -67,8 +69,13 @@ def _fields(config: dict, where: str) -> dict:
 def _decoder_only(c: dict, name: str, C: int, V: int, L: int, H: int, Hkv: int, D: int, F: int, *,
                   attn_bias: bool, mlp_bias: bool, experts: int = 1, per_token: int = 1,
                   router: bool = False) -> ModelShape:
-    """Llama, Mistral, Mixtral: RMSNorm (weight only) twice per layer and once at the end, SwiGLU, RoPE."""
-    attention = AttentionShape(C, H, Hkv, D, C, qkv_bias=attn_bias, out_bias=attn_bias)
+    """Llama, Mistral, Mixtral: RMSNorm (weight only) twice per layer and once at the end, SwiGLU, RoPE; Mistral
+    and Mixtral attend over a sliding window of ``sliding_window`` positions when it is set (and shorter than the
+    context)."""
+    window = c.get("sliding_window")
+    if window is not None and c.get("max_position_embeddings") is not None and window >= c["max_position_embeddings"]:
+        window = None  # a window as long as the context is full causal attention
+    attention = AttentionShape(C, H, Hkv, D, C, qkv_bias=attn_bias, out_bias=attn_bias, window=window)
     ffn = FeedForwardShape(C, F, gated=True, bias=mlp_bias, n_experts=experts, experts_per_token=per_token,
                            router=router, activation="swiglu")
     layer = LayerShape(attention, ffn, norm_params=2 * C, n_norms=2, causal=True)

@@ -19,9 +19,16 @@ def _norm_params(kind: str, C: int, bias: bool) -> int:
 def _layer(cfg, n_kv_head: int, causal: bool, cross: bool) -> LayerShape:
     C, H = cfg.n_embd, cfg.n_head
     D = C // H
-    attention = AttentionShape(C, H, n_kv_head, D, C, qkv_bias=cfg.bias, out_bias=cfg.bias)
+    attention = AttentionShape(C, H, n_kv_head, D, C, qkv_bias=cfg.bias, out_bias=cfg.bias,
+                               window=getattr(cfg, "window", None))
     cross_attention = AttentionShape(C, H, H, D, C, qkv_bias=cfg.bias, out_bias=cfg.bias) if cross else None
-    ffn = FeedForwardShape(C, cfg.ffn_hidden, gated=cfg.ffn_kind == "swiglu", bias=cfg.bias, activation=cfg.ffn_kind)
+    if cfg.ffn_kind == "moe":  # GPTConfig's mixture of experts: E experts, k per token, a (C, E) gate, no bias
+        ffn = FeedForwardShape(C, cfg.ffn_hidden, gated=cfg.expert_kind == "swiglu", bias=cfg.bias,
+                               n_experts=cfg.n_experts, experts_per_token=cfg.top_k, router=True,
+                               activation=cfg.expert_kind)
+    else:
+        ffn = FeedForwardShape(C, cfg.ffn_hidden, gated=cfg.ffn_kind == "swiglu", bias=cfg.bias,
+                               activation=cfg.ffn_kind)
     n_norms = 3 if cross else 2
     return LayerShape(attention, ffn, n_norms * _norm_params(cfg.norm, C, cfg.bias), n_norms, causal,
                       cross_attention, cfg.norm_placement)

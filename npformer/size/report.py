@@ -8,6 +8,7 @@ from .counting import (
     count_params_active,
     flops_per_token,
     kv_cache_bytes_per_token,
+    kv_cache_window,
     params_by_component,
     training_memory,
 )
@@ -21,7 +22,8 @@ def size_report(shape: ModelShape, batch_size: int = 1, context: int | None = No
     """Everything the calculator knows about ``shape`` at (batch_size, context), as JSON-able data.
 
     context: tokens per sequence (default: the model's longest context, else 2048). dtype: of parameters,
-    gradients, optimizer state and activations. kv_dtype: of the KV cache (default: dtype).
+    gradients, optimizer state and activations. kv_dtype: of the KV cache (default: dtype). A sliding-window
+    model's report also has ``kv_cache_window``: the most positions its KV cache holds per sequence.
     """
     for name, value in (("batch_size", batch_size), ("context", context)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -31,7 +33,7 @@ def size_report(shape: ModelShape, batch_size: int = 1, context: int | None = No
         raise ValueError(f"size: context {T} exceeds {shape.name}'s longest context of {shape.max_positions} tokens")
     flops = flops_per_token(shape, T)
     kv = kv_cache_bytes_per_token(shape, kv_dtype or dtype)
-    return {
+    report = {
         "model": shape.name,
         "kind": shape.kind,
         "params": count_params(shape),
@@ -49,6 +51,10 @@ def size_report(shape: ModelShape, batch_size: int = 1, context: int | None = No
         "cross_kv_cache_bytes_per_source_token": kv["cross"],
         "notes": list(shape.notes),
     }
+    window = kv_cache_window(shape)
+    if window is not None:  # a sliding-window model's cache holds at most W positions per sequence
+        report["kv_cache_window"] = window
+    return report
 
 
 def _count(n: int) -> str:
@@ -91,6 +97,10 @@ def format_report(r: dict) -> str:
         rows.append((f"  {label}", _bytes(m[key])))
     rows.append((f"KV cache per token ({r['kv_cache_dtype']})", _bytes(r["kv_cache_bytes_per_token"])
                  if r["kv_cache_bytes_per_token"] is not None else "- (an encoder does not generate)"))
+    if r.get("kv_cache_window") is not None and r["kv_cache_bytes_per_token"] is not None:
+        W = r["kv_cache_window"]
+        rows.append((f"  sliding window: at most {W:,} positions", _bytes(W * r["kv_cache_bytes_per_token"])
+                     + " per sequence"))
     if r["cross_kv_cache_bytes_per_source_token"] is not None:
         rows.append(("  cross-attention, per source token", _bytes(r["cross_kv_cache_bytes_per_source_token"])))
     width = max(len(label) for label, _ in rows)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class AttentionShape:
     """One attention layer: q from a width-C input, k and v from a width-C_kv input (C itself for self-attention,
-    the context's for cross-attention), the output projected back to C.
+    the context's for cross-attention), the output projected back to C; with a sliding window W, each query sees
+    only the last W keys (cost and cache bounded by W, not T).
 
     qkv_bias / out_bias: biases of the q, k, v projections / of the output projection. extra: parameters that
     are no matrix product (T5's relative position bias table, counted where it lives)."""
@@ -30,6 +31,11 @@ class AttentionShape:
     qkv_bias: bool
     out_bias: bool
     extra: int = 0
+    window: int | None = None  # sliding window W: a query sees at most the last W keys (Mistral); None: all
+
+    def keys_seen(self, T: int) -> int:
+        """How many keys one query sees at context T (the scores' length): T, or the window W if shorter."""
+        return T if self.window is None else min(T, self.window)
 
     @property
     def weights(self) -> int:
