@@ -46,8 +46,8 @@ class ViTTrainConfig:
     """How to train."""
 
     epochs: int = 80
-    batch_size: int = 64
-    learning_rate: float = 2e-3
+    batch_size: int = 32
+    learning_rate: float = 1e-3
     min_lr: float = 1e-5
     warmup_steps: int = 100
     weight_decay: float = 0.05
