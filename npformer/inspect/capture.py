@@ -14,6 +14,7 @@ plain or flash kernel runs, whichever it trains with. What is captured comes hom
 
     maps = attention_maps(gpt, ids)          # (L, B, H, T, T)
     maps = attention_maps(encoder, ids)      # (L, B, H, T, T), padding keys get 0
+    maps = attention_maps(vit, images)       # (L, B, H, N+1, N+1): the class token, then the N patches
     maps = attention_maps(seq2seq, src, tgt_in)
     maps["encoder"], maps["decoder"], maps["cross"]   # (L, B, H, S, S), (L, B, H, T, T), (L, B, H, T, S)
     cap = capture_forward(gpt, ids)          # both at once: cap.attention["decoder"], cap.blocks["decoder"]
@@ -55,8 +56,8 @@ class Capture:
 
 
 def model_stacks(model) -> dict:
-    """{stack name: list of TransformerBlocks} of a GPT ("decoder"), an Encoder ("encoder") or an EncoderDecoder
-    ("encoder", "decoder"): any model whose blocks are in ``blocks``, or in ``encoder.blocks`` and ``dec_blocks``."""
+    """{stack name: list of TransformerBlocks} of a GPT ("decoder"), an Encoder or a ViT ("encoder") or an
+    EncoderDecoder ("encoder", "decoder"): any model whose blocks are in ``blocks``, or in ``encoder.blocks`` and ``dec_blocks``."""
     if hasattr(model, "dec_blocks"):
         return {"encoder": list(model.encoder.blocks), "decoder": list(model.dec_blocks)}
     if hasattr(model, "blocks"):
@@ -112,7 +113,8 @@ def _hooks_on(model, stacks: dict):
 def capture_forward(model, ids, tgt_in=None) -> Capture:
     """Run one forward pass of ``model`` (eval mode: no dropout) and return what it computed inside.
 
-    ids: (B, T) token ids (a GPT's or an Encoder's input; an EncoderDecoder's source), host or device.
+    ids: (B, T) token ids (a GPT's or an Encoder's input; an EncoderDecoder's source), or a ViT's images
+        (B, C, H, W), host or device.
     tgt_in: (B, T) an EncoderDecoder's decoder input. The model's state is unchanged afterwards.
     """
     stacks = model_stacks(model)
@@ -136,7 +138,7 @@ def attention_maps(model, ids, tgt_in=None):
     """Every layer's attention probabilities from one forward pass (the reference maths, whatever kernel the
     model trains with), as NumPy arrays.
 
-    GPT, Encoder: (L, B, H, T, T); row i of a head is query i's distribution over the keys (zero where the causal
+    GPT, Encoder, ViT: (L, B, H, T, T); row i of a head is query i's distribution over the keys (zero where the causal
     rule or the padding forbids). EncoderDecoder (ids = src (B, S), tgt_in (B, T)): a dict with "encoder"
     (L_enc, B, H, S, S), "decoder" (L_dec, B, H, T, T) and "cross" (L_dec, B, H, T, S).
     """
