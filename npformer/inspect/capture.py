@@ -57,7 +57,8 @@ class Capture:
 
 def model_stacks(model) -> dict:
     """{stack name: list of TransformerBlocks} of a GPT ("decoder"), an Encoder or a ViT ("encoder") or an
-    EncoderDecoder ("encoder", "decoder"): any model whose blocks are in ``blocks``, or in ``encoder.blocks`` and ``dec_blocks``."""
+    EncoderDecoder ("encoder", "decoder"): any model whose blocks are in ``blocks``, or in ``encoder.blocks`` and
+    ``dec_blocks``."""
     if hasattr(model, "dec_blocks"):
         return {"encoder": list(model.encoder.blocks), "decoder": list(model.dec_blocks)}
     if hasattr(model, "blocks"):
