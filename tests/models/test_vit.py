@@ -164,3 +164,59 @@ def test_vit_learns_the_arrangement_of_patches():
     pred = backend.to_numpy(model.classify(images.astype(np.float32)).argmax(axis=-1))
     accuracy = float((pred == labels).mean())
     assert accuracy >= 0.95, accuracy
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PyTorch as the oracle: the same ViT written with torch ops (the patch embedding as a strided convolution)
+# ---------------------------------------------------------------------------------------------------------------
+def torch_vit_loss(torch, cfg, params, images, labels):
+    """Pre-LN ViT in torch from npformer's parameters (torch tensors by npformer name; Linear weights (in, out))."""
+    F = torch.nn.functional
+    E, p, H = cfg.n_embd, cfg.patch_size, cfg.n_head
+    B = images.shape[0]
+    w_patch = params["patch.linear.weight"].T.reshape(E, cfg.in_channels, p, p)  # (P, E) -> a conv kernel
+    e = F.conv2d(images, w_patch, params["patch.linear.bias"], stride=p).flatten(2).transpose(1, 2)  # (B, N, E)
+    x = torch.cat([params["cls_token"].expand(B, 1, E), e], dim=1) + params["pos.weight"]
+    T = x.shape[1]
+    for i in range(cfg.n_layer):
+        def P(name, i=i):
+            return params[f"blocks.{i}.{name}"]
+
+        h = F.layer_norm(x, (E,), P("norm1.weight"), P("norm1.bias"), eps=1e-5)
+        q, k, v = (t.reshape(B, T, H, E // H).transpose(1, 2) for t in (h @ P("attn.qkv.weight") +
+                                                                          P("attn.qkv.bias")).split(E, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, E)  # no mask: bidirectional
+        x = x + y @ P("attn.proj.weight") + P("attn.proj.bias")
+        h = F.layer_norm(x, (E,), P("norm2.weight"), P("norm2.bias"), eps=1e-5)
+        h = F.gelu(h @ P("ffn.fc.weight") + P("ffn.fc.bias"), approximate="tanh")
+        x = x + h @ P("ffn.proj.weight") + P("ffn.proj.bias")
+    x = F.layer_norm(x, (E,), params["norm_f.weight"], params["norm_f.bias"], eps=1e-5)
+    logits = x[:, 0] @ params["head.weight"] + params["head.bias"]
+    return F.cross_entropy(logits, labels), logits
+
+
+@given(seed=seeds(), B=st.integers(1, 3), n_layer=st.integers(1, 2), patch=st.integers(1, 2),
+       in_channels=st.integers(1, 2))
+def test_vit_matches_torch(seed, B, n_layer, patch, in_channels):
+    """Logits, loss, every parameter gradient and the images' gradient equal PyTorch's, in float64."""
+    torch = pytest.importorskip("torch")
+    cfg = ViTConfig(image_size=2 * patch, patch_size=patch, in_channels=in_channels, n_classes=3, n_layer=n_layer,
+                    n_head=2, n_embd=8, ffn_hidden=6)
+    model = float64_vit(cfg, seed)
+    images = normal_array(seed, (B, in_channels, 2 * patch, 2 * patch))
+    labels = np.random.default_rng(seed).integers(0, 3, size=B)
+    loss = model.loss(images, labels)
+    dimages = backend.to_numpy(model.backward())
+    params = {name: torch.tensor(backend.to_numpy(p.data), requires_grad=True)
+              for name, p in model.named_parameters()}
+    t_images = torch.tensor(images, requires_grad=True)
+    t_loss, t_logits = torch_vit_loss(torch, cfg, params, t_images, torch.from_numpy(labels))
+    t_loss.backward()
+    model.eval()
+    np.testing.assert_allclose(backend.to_numpy(model.classify(images)), t_logits.detach().numpy(), rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(backend.to_float(loss), t_loss.item(), rtol=1e-10)
+    np.testing.assert_allclose(dimages, t_images.grad.numpy(), rtol=1e-8, atol=1e-12)
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(backend.to_numpy(p.grad), params[name].grad.numpy(), rtol=1e-8, atol=1e-12,
+                                   err_msg=name)
