@@ -147,10 +147,14 @@ class LawFit:
         G = (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
         return G * (np.asarray(C, dtype=np.float64) / 6.0) ** self.a
 
-    def frontier(self, C):
-        """The lowest loss the law gives for compute C (at N = optimal_N(C))."""
+    def frontier(self, C, N_range=None):
+        """The lowest loss the law gives for compute C = 6ND: at N = optimal_N(C), or, with ``N_range`` (lo, hi),
+        the best N within it (so a frontier drawn over a grid does not use sizes the grid never trained)."""
+        C = np.asarray(C, dtype=np.float64)
         N = self.optimal_N(C)
-        return self.loss(N, np.asarray(C, dtype=np.float64) / (6.0 * N))
+        if N_range is not None:
+            N = np.clip(N, *N_range)  # the law is convex in log N along C = 6ND: the clipped optimum is the best
+        return self.loss(N, C / (6.0 * N))
 
     def as_dict(self) -> dict:
         return dict(E=self.E, A=self.A, B=self.B, alpha=self.alpha, beta=self.beta, a=self.a, b=self.b,

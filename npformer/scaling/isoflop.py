@@ -79,6 +79,17 @@ def profiles(N, D, L, levels: int = 8, min_points: int = 3, compute=None) -> lis
     return out
 
 
+def edges(found: list[Profile]) -> dict:
+    """{"smallest": k, "largest": k, "inside": k}: where the lowest measured point of each profile lies. A grid
+    whose profiles all bottom out at their smallest size has its compute-optimal N below the grid."""
+    out = {"smallest": 0, "largest": 0, "inside": 0}
+    for p in found:
+        i = int(np.argmin(p.loss))
+        order = np.argsort(p.N)
+        out["smallest" if i == order[0] else "largest" if i == order[-1] else "inside"] += 1
+    return out
+
+
 def fit_exponents(found: list[Profile]) -> dict | None:
     """{"a", "b", "points"}: slopes of log N_opt and log D_opt (D_opt = C / 6 N_opt) against log C over the
     profiles with a minimum; None when fewer than two have one (or they share one budget)."""

@@ -51,7 +51,7 @@ def plot_sweep(runs: list[dict], analysis: dict, path: str, title: str | None = 
         ax.plot(C[pick][order], L[pick][order], "o-", color=cmap(i / max(len(n_values) - 1, 1)), ms=4, lw=0.8,
                 label=f"N = {n:,.0f}")
     c_line = np.geomspace(C.min(), C.max(), 100)
-    ax.plot(c_line, law.frontier(c_line), "k--", lw=1.5, label="fitted frontier")
+    ax.plot(c_line, law.frontier(c_line, (N.min(), N.max())), "k--", lw=1.5, label="fitted frontier (grid's N)")
     order = np.argsort(C)
     envelope = np.minimum.accumulate(L[order])
     ax.step(C[order], envelope, "r-", where="post", lw=1, alpha=0.7, label="measured frontier")

@@ -11,7 +11,7 @@ import numpy as np
 
 from .fit import bootstrap, fit_law, interval, power_law
 from .grid import decades
-from .isoflop import bootstrap_isoflop, fit_exponents, profiles
+from .isoflop import bootstrap_isoflop, edges, fit_exponents, profiles
 
 # Hoffmann et al. (2022): approach 3's fit (their eq. 10) and the compute-optimal exponents (about 0.5 by each
 # approach); Kaplan et al. (2020): L(N) = (N_c / N)^alpha_N for models trained to convergence, and L(D).
@@ -52,7 +52,7 @@ def analyse(runs: list[dict], n_boot: int = 200, seed: int = 0, method: str = "n
     span = dict(N=(float(N.min()), float(N.max()), decades(N)), D=(float(D.min()), float(D.max()), decades(D)),
                 C=(float((6 * N * D).min()), float((6 * N * D).max()), decades(6 * N * D)))
     return dict(law=law, ci=ci, profiles=found, isoflop=iso, isoflop_ci=iso_ci, kaplan=kaplan, runs=len(runs),
-                span=span, n_boot=n_boot)
+                span=span, n_boot=n_boot, min_loss=float(L.min()))
 
 
 def _ci(ci: dict, key: str) -> str:
@@ -79,7 +79,7 @@ def format_report(analysis: dict, data: dict | None = None) -> str:
                  f"{KAPLAN['alpha_N']:.3f} (alpha_N, no E)"))
     rows.append(("beta (D exponent)", f"{law.beta:.3f}", _ci(ci, "beta"), f"{CHINCHILLA['beta']:.2f}",
                  f"{KAPLAN['alpha_D']:.3f} (alpha_D, no E)"))
-    rows.append(("E (nats/token)", f"{law.E:.3f}", _ci(ci, "E"), f"{CHINCHILLA['E']:.2f} (BPE tokens)", ""))
+    rows.append(("E (nats per token)", f"{law.E:.3f}", _ci(ci, "E"), f"{CHINCHILLA['E']:.2f} (BPE tokens)", ""))
     rows.append(("a = beta/(alpha+beta)", f"{law.a:.3f}", _ci(ci, "a"), f"{CHINCHILLA['a']:.2f}", "0.73"))
     rows.append(("b = alpha/(alpha+beta)", f"{law.b:.3f}", _ci(ci, "b"), f"{CHINCHILLA['b']:.2f}", "0.27"))
     if iso:
@@ -92,11 +92,37 @@ def format_report(analysis: dict, data: dict | None = None) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    if not iso:
-        lines.append("approach 2: too few IsoFLOP profiles with a minimum inside the grid (widen the grid)")
+    lines.extend(caveats(analysis))
     lines.append("")
     lines.append(why_it_differs(analysis, data))
     return "\n".join(lines)
+
+
+def caveats(analysis: dict) -> list[str]:
+    """What the fits could not pin down, in words: an irreducible loss driven to zero, IsoFLOP profiles without a
+    minimum inside the grid (and which way it lies)."""
+    law, ci, found = analysis["law"], analysis["ci"], analysis["profiles"]
+    out = []
+    lo_E = ci.get("E", (law.E, law.E))[0]
+    if law.E < 0.05 * analysis.get("min_loss", 1.0) or (np.isfinite(lo_E) and lo_E < 1e-3):
+        out.append(f"note: E is not identified by these runs: the fit drives it to {law.E:.2g} (the losses still fall "
+                   "as straight lines in log N and log D, with no floor in sight), so alpha and beta here are the "
+                   "slopes of a two-term power law, closer in kind to Kaplan's alpha_N and alpha_D than to "
+                   "Chinchilla's. Longer runs and larger models let the floor show.")
+    if not analysis["isoflop"]:
+        where = edges(found)
+        if not found:
+            out.append("approach 2: no compute budget is reached by 3 model sizes of this grid (widen it)")
+        elif where["smallest"] == len(found):
+            out.append(f"approach 2: at all {len(found)} compute budgets the grid reaches, the smallest model "
+                       "reaching it has the lowest loss: the compute-optimal N lies below this grid (these budgets "
+                       "want smaller models trained on more tokens); add smaller --sizes or a larger --d-span")
+        elif where["largest"] == len(found):
+            out.append(f"approach 2: at all {len(found)} compute budgets the largest model reaching it has the "
+                       "lowest loss: the compute-optimal N lies above this grid; add larger --sizes")
+        else:
+            out.append("approach 2: fewer than two IsoFLOP profiles have a minimum inside the grid (widen it)")
+    return out
 
 
 def _compare(value: float, published: float) -> str:
@@ -105,7 +131,7 @@ def _compare(value: float, published: float) -> str:
 
 def why_it_differs(analysis: dict, data: dict | None = None) -> str:
     """Plain words on where a small, character-level CPU measurement differs from the published laws, and why."""
-    law, span = analysis["law"], analysis["span"]
+    law, span, kaplan = analysis["law"], analysis["span"], analysis["kaplan"]
     epochs = span["D"][1] / data["train_tokens"] if data and data.get("train_tokens") else None
     repeated = (f"the longest runs here see the {data['train_tokens']:,} training tokens {epochs:.1f} times"
                 if epochs and epochs > 1 else "longer sweeps repeat a small corpus")
@@ -119,15 +145,16 @@ def why_it_differs(analysis: dict, data: dict | None = None) -> str:
         "the law's power-law terms are not yet asymptotic (depth, width and context all change at once, and "
         "layer norms and biases are a visible share of N), so the exponents describe a different stretch of the "
         "curve.",
-        f"- Characters, not BPE tokens: a character carries far less information than a subword, so losses (and E "
-        f"= {law.E:.2f} nats per character) are on another scale from Chinchilla's E = 1.69 nats per token; the "
-        "reducible part the exponents describe is a small fraction of the loss, which makes them harder to pin "
-        "down.",
+        f"- Characters, not BPE tokens: a character carries far less information than a subword, so losses and E "
+        f"(here {law.E:.2f}) are in nats per character, on another scale from Chinchilla's E = 1.69 nats per BPE "
+        "token: E does not compare across tokenizers, the exponents only roughly.",
         f"- Data: {repeated}; repeated tokens are worth less than fresh ones (Muennighoff et al., 2023), which "
         "flattens the D term (a lower beta) as the runs get longer.",
-        "- Kaplan's alpha_N = 0.076 is a pure power law with no irreducible term, fitted to converged models; "
-        "with E taken out the exponent of the rest is larger by construction. The 'pure power law' row above is "
-        "the comparable figure.",
+        "- Kaplan's alpha_N = 0.076 is a pure power law with no irreducible term, fitted to models trained to "
+        "convergence; with E taken out the exponent of the rest is larger by construction. The 'pure power law' "
+        "row above is the comparable figure"
+        + (f" ({kaplan['alpha_N']:.3f}): it is measured at D = {kaplan['D']:,.0f} tokens, where runs that are still "
+           "data-limited make loss against N flatter than it is at convergence." if kaplan else "."),
         "- Recipe: one context length (64), one batch size, a learning rate set by width rather than tuned per "
         "run, and few points per axis; with the attention term (6 n_layer T d per token) comparable to 6N at "
         "the smallest widths, C = 6ND undercounts their compute. The bootstrap intervals show how loosely a "

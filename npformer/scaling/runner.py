@@ -25,7 +25,7 @@ from .. import backend
 from ..io.atomic import SHARED, atomic_open
 from ..models import GPT
 from ..train.config import TrainConfig
-from ..train.trainer import Trainer
+from ..train.trainer import Trainer, TrainingDiverged
 from .grid import RunSpec
 
 VAL_ROWS = 32  # windows per forward pass of the validation loss
@@ -138,7 +138,10 @@ def run_one(spec: RunSpec, data: SweepData, run_dir: str | None, workers: int = 
             if stop is not None and stop.is_set():
                 _save(trainer, run_dir, before + time.perf_counter() - start)
                 return None
-            trainer.train_step(sync=True, record=False)
+            try:
+                trainer.train_step(sync=True, record=False)
+            except TrainingDiverged as exc:  # name the run: a sweep has many
+                raise TrainingDiverged(f"run {spec.name}: {exc}") from None
             now = time.perf_counter()
             if run_dir is not None and now - last_save > checkpoint_s and trainer.step < spec.steps:
                 _save(trainer, run_dir, before + now - start)

@@ -1,6 +1,6 @@
 """Running a grid on every core, with progress and time left, and resuming it.
 
-    results, finished = run_sweep("out/scaling", data, request, planner, log=print)
+    results, finished = run_sweep("out/scaling", data, request, planner)
 
 Two ways to use two cores (``MODES``): "runs", one run per core in worker processes, each with one BLAS thread; or
 "data", one run at a time split data-parallel over the cores (TrainConfig.workers). ``measure_modes`` times both
@@ -30,6 +30,11 @@ from .runner import SweepData, run_one, time_steps
 MODES = ("runs", "data")
 RESULTS_FILE = "results.json"
 _worker: dict = {}  # what a worker process was given (SweepData, the progress queue, the stop event)
+
+
+def say(text: str) -> None:
+    """Print a line now, even into a file or a pipe (where print alone would hold it in a buffer)."""
+    print(text, flush=True)
 
 
 def fmt_time(seconds: float) -> str:
@@ -113,7 +118,7 @@ def step_times(sizes, data: SweepData, vocab_size: int, steps: int = 3, block_si
 
 def plan_sweep(budget_s: float, sizes, data: SweepData, jobs: int | None = None, mode: str = "auto",
                d_points: int = 4, d_span: float = 10.0, min_steps: int = MIN_STEPS, reserve_s: float | None = None,
-               block_size: int = BLOCK_SIZE, batch_size: int = BATCH_SIZE, log=print) -> tuple[Plan, str]:
+               block_size: int = BLOCK_SIZE, batch_size: int = BATCH_SIZE, log=say) -> tuple[Plan, str]:
     """Measure this machine (seconds per step of every size on one core; with two or more cores, ``measure_modes``
     on the middle size) and plan the grid whose predicted wall time fills what is left of ``budget_s`` after the
     measuring and ``reserve_s`` for the fits (default: 8% of the budget, at most a minute). mode "auto" takes the faster
@@ -246,7 +251,7 @@ class _StopOnCtrlC:
 
 
 def run_grid(runs, data: SweepData, out_dir: str | None, on_record, jobs: int = 1, mode: str = "runs",
-             predicted: dict | None = None, log=print, stop=None, progress_s: float = 15.0,
+             predicted: dict | None = None, log=say, stop=None, progress_s: float = 15.0,
              checkpoint_s: float = 30.0, progress_hook=None) -> bool:
     """Train every RunSpec of ``runs``, calling ``on_record(record)`` in this process as each finishes; return True
     when all finished, False when ``stop`` was set first (the runs then saved checkpoints in their directories,
@@ -331,7 +336,7 @@ def run_grid(runs, data: SweepData, out_dir: str | None, on_record, jobs: int = 
     return complete and not mp_stop.is_set()
 
 
-def run_sweep(out_dir: str, data: SweepData, request: dict, planner, log=print, jobs: int | None = None,
+def run_sweep(out_dir: str, data: SweepData, request: dict, planner, log=say, jobs: int | None = None,
               stop=None, progress_s: float = 15.0, checkpoint_s: float = 30.0, progress_hook=None):
     """Plan (or reload the plan of) a sweep in ``out_dir`` and run what it has not finished.
 

@@ -9,10 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from npformer.scaling.fit import bootstrap, fit_law, huber, interval, minimise, objective, power_law, predict_log
+from npformer.scaling.fit import (
+    LawFit,
+    bootstrap,
+    fit_law,
+    huber,
+    interval,
+    minimise,
+    objective,
+    power_law,
+    predict_log,
+)
 from npformer.scaling.isoflop import bootstrap_isoflop, fit_exponents, profiles
 from npformer.scaling.plots import plot_sweep
-from npformer.scaling.report import analyse, format_report
+from npformer.scaling.report import analyse, caveats, format_report
 
 
 def synthetic_runs(alpha, beta, E, a_scale, b_scale, seed, noise, sizes=7, budgets=7):
@@ -168,3 +178,17 @@ def test_fit_refuses_bad_runs(N, D, L, fragment):
 def test_fit_refuses_an_unknown_method():
     with pytest.raises(ValueError, match="method"):
         fit_law([1e3] * 5, [1e5] * 5, [3.0] * 5, method="adam")
+
+
+def test_the_report_says_what_the_runs_could_not_pin_down():
+    """Losses that depend on D alone: at every compute budget the smallest model reaching it (trained longest)
+    wins, so approach 2 has no minimum inside the grid and the report says which way the optimum lies; an E
+    driven to zero is named as not identified."""
+    N, D, _, _, _ = synthetic_runs(0.3, 0.3, 1.0, 1.0, 1.0, seed=0, noise=0.0, sizes=5, budgets=5)
+    L = 30.0 / D ** 0.3
+    found = profiles(N, D, L)
+    assert found and fit_exponents(found) is None
+    law = LawFit(E=1e-30, A=1.0, B=30.0, alpha=0.01, beta=0.3, objective=0.0, n_runs=25, theta=np.zeros(5))
+    notes = caveats(dict(law=law, ci={}, profiles=found, isoflop=None, min_loss=float(L.min())))
+    assert any("E is not identified" in n for n in notes)
+    assert any("smallest model reaching it has the lowest loss" in n and "below this grid" in n for n in notes)
