@@ -61,8 +61,9 @@ class GPT(Module):
     @classmethod
     def from_pretrained(cls, path, dtype="float32", **overrides) -> "GPT":
         """A GPT from a local Hugging Face directory (config.json + model.safetensors or its shards): model_type
-        gpt2, llama or mistral, read with NumPy alone. dtype "float32" or "float64"; overrides: block_size (crop
-        the context), dropout (to fine-tune), kernels, attn_impl, recompute, loss_chunk, seed."""
+        gpt2, llama, mistral or mixtral, read with NumPy alone. dtype "float32" or "float64"; overrides: block_size
+        (crop the context), dropout (to fine-tune), kernels, attn_impl, recompute, loss_chunk, seed, and a mixture
+        of experts' training options aux_loss_coef, z_loss_coef, capacity_factor."""
         from .pretrained import from_pretrained
 
         return from_pretrained(path, dtype=dtype, **overrides)

@@ -2,7 +2,12 @@
 
     gpt2              pre-LN, LayerNorm, learned positions, GELU (tanh or erf) or ReLU, biases, tied head
     llama, mistral    pre-RMSNorm, SwiGLU, RoPE (half-split, as transformers' rotate_half), grouped-query
-                      attention, no biases (or biases on every projection), untied head (or tied)
+                      attention, no biases (or biases on every projection), untied head (or tied); Mistral's
+                      sliding_window is GPTConfig.window
+    mixtral           Mistral's with a mixture of experts: num_local_experts SwiGLU experts, num_experts_per_tok
+                      per token, softmax over all logits, top-k, renormalised (npformer's router "mixtral"); no
+                      capacity limit; its auxiliary loss (E sum_j sum_i f_ji P_i over the k choices j, = k times
+                      npformer's) counts with router_aux_loss_coef when output_router_logits is true
 
 A key that changes the maths in a way npformer does not compute (rotary scaling, soft-capping, attention scaled
 per layer, ...) is a ValueError naming the key; keys that do not change the maths (dropout rates, token ids, the
@@ -17,15 +22,16 @@ import copy
 
 from .config import GPTConfig
 
-MODEL_TYPES = ("gpt2", "llama", "mistral")
+MODEL_TYPES = ("gpt2", "llama", "mistral", "mixtral")
 # GPTConfig fields that config.json decides: a model whose fields equal those read from its source config writes
 # that config back unchanged
 WEIGHT_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden", "ffn_kind",
                  "gelu_approximate", "norm", "norm_placement", "norm_eps", "positions", "rope_base", "bias",
-                 "tie_embeddings")
+                 "tie_embeddings", "window", "n_experts", "top_k", "expert_kind", "router", "aux_loss_coef")
 # fields that from_pretrained(path, **overrides) may change: none of them changes what the weights compute
 # (block_size only crops the context, as nanoGPT's crop_block_size does)
-OVERRIDABLE = ("block_size", "dropout", "kernels", "attn_impl", "recompute", "loss_chunk", "seed")
+OVERRIDABLE = ("block_size", "dropout", "kernels", "attn_impl", "recompute", "loss_chunk", "seed", "aux_loss_coef",
+               "z_loss_coef", "capacity_factor")
 # GPT-2's activation_function -> (ffn_kind, gelu_approximate); the three tanh forms are one formula
 GPT2_ACTIVATIONS = {"gelu_new": ("gelu", "tanh"), "gelu_pytorch_tanh": ("gelu", "tanh"), "gelu_fast": ("gelu", "tanh"),
                     "gelu": ("gelu", "none"), "relu": ("relu", "tanh")}
@@ -101,6 +107,8 @@ def gpt_config_from_hf(hf: dict, hf_extra: dict | None = None, **overrides) -> G
                          f"shape or maths); overridable: {', '.join(OVERRIDABLE)}")
     _refuse_exotic(hf)
     fields = _gpt2_fields(hf) if model_type == "gpt2" else _llama_fields(hf)
+    if model_type == "mixtral":
+        fields.update(_mixtral_fields(hf))
     block_size = overrides.pop("block_size", None)
     if block_size is not None:
         if fields["positions"] == "learned" and block_size > fields["block_size"]:
@@ -142,13 +150,30 @@ def _llama_fields(hf: dict) -> dict:
         raise _unsupported("head_dim", head_dim, f"is not hidden_size / num_attention_heads = {n_embd} / {n_head}")
     block_size = _get(hf, "max_position_embeddings")
     window = hf.get("sliding_window") if hf.get("use_sliding_window", True) else None
-    if window is not None:  # within the window, sliding-window attention is full causal attention
-        block_size = min(block_size, int(window))
-    return dict(vocab_size=_get(hf, "vocab_size"), block_size=block_size, n_layer=_get(hf, "num_hidden_layers"),
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise _unsupported("sliding_window", window, "is not a positive integer")
+        if window >= block_size:  # a window as long as the context is full causal attention
+            window = None
+    return dict(window=window, vocab_size=_get(hf, "vocab_size"), block_size=block_size,
+                n_layer=_get(hf, "num_hidden_layers"),
                 n_head=n_head, n_kv_head=hf.get("num_key_value_heads") or n_head, n_embd=n_embd,
                 ffn_hidden=_get(hf, "intermediate_size"), ffn_kind="swiglu", norm="rmsnorm", norm_placement="pre",
                 norm_eps=float(hf.get("rms_norm_eps", 1e-6)), positions="rope", rope_base=_rope_base(hf),
                 bias=attention_bias, tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+
+
+def _mixtral_fields(hf: dict) -> dict:
+    if hf.get("router_jitter_noise", 0.0) not in _NEUTRAL + (0, 0.0):
+        raise _unsupported("router_jitter_noise", hf["router_jitter_noise"], "adds noise to the router's logits in "
+                           "training, which npformer does not compute")
+    n_experts, top_k = _get(hf, "num_local_experts"), _get(hf, "num_experts_per_tok")
+    if not isinstance(top_k, int) or not isinstance(n_experts, int) or not 1 <= top_k <= n_experts:
+        raise _unsupported("num_experts_per_tok", top_k, f"is not an int in [1, num_local_experts={n_experts}]")
+    # transformers' load-balancing loss sums E sum_i f_ji P_i over the k choices j: k times npformer's
+    coef = float(hf.get("router_aux_loss_coef", 0.001)) * top_k if hf.get("output_router_logits") else 0.0
+    return dict(ffn_kind="moe", n_experts=n_experts, top_k=top_k, expert_kind="swiglu", router="mixtral",
+                capacity_factor=None, aux_loss_coef=coef, z_loss_coef=0.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -158,8 +183,10 @@ def hf_model_type(config: GPTConfig) -> str:
     """The Hugging Face model type that computes what ``config`` computes: gpt2 or llama by shape (mistral when
     the model came from a mistral config); ValueError naming the fields when neither does."""
     source = _source(config)
-    families = {"gpt2": dict(norm="layernorm", positions="learned", bias=True, norm_placement="pre"),
-                "llama": dict(norm="rmsnorm", positions="rope", ffn_kind="swiglu", norm_placement="pre")}
+    families = {"gpt2": dict(norm="layernorm", positions="learned", bias=True, norm_placement="pre", window=None),
+                "llama": dict(norm="rmsnorm", positions="rope", ffn_kind="swiglu", norm_placement="pre"),
+                "mixtral": dict(norm="rmsnorm", positions="rope", ffn_kind="moe", expert_kind="swiglu",
+                                router="mixtral", norm_placement="pre", bias=False)}
     problems = []
     for name, needs in families.items():
         wrong = [f"{k}={getattr(config, k)!r} (needs {v!r})" for k, v in needs.items() if getattr(config, k) != v]
@@ -168,7 +195,9 @@ def hf_model_type(config: GPTConfig) -> str:
         if name == "gpt2" and config.n_kv_head != config.n_head:
             wrong.append(f"n_kv_head={config.n_kv_head} (needs n_head={config.n_head})")
         if not wrong:
-            return "mistral" if name == "llama" and source.get("model_type") == "mistral" else name
+            if name == "llama" and (source.get("model_type") == "mistral" or config.window is not None):
+                return "mistral"  # Llama has no sliding window; Mistral has one
+            return name
         problems.append(f"not {name}: " + ", ".join(wrong))
     raise ValueError(f"save_pretrained: this GPT has no Hugging Face equivalent ({'; '.join(problems)})")
 
@@ -217,7 +246,8 @@ def _canonical(config: GPTConfig, model_type: str, source: dict) -> dict:
                 "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": 0.0,
                 "tie_word_embeddings": config.tie_embeddings, "bos_token_id": source.get("bos_token_id"),
                 "eos_token_id": source.get("eos_token_id")}
-    out = {"architectures": source.get("architectures", ["LlamaForCausalLM"]), "model_type": model_type,
+    architecture = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "mixtral": "MixtralForCausalLM"}
+    out = {"architectures": source.get("architectures", [architecture[model_type]]), "model_type": model_type,
            "vocab_size": config.vocab_size, "hidden_size": C, "intermediate_size": config.ffn_hidden,
            "num_hidden_layers": config.n_layer, "num_attention_heads": config.n_head,
            "num_key_value_heads": config.n_kv_head, "head_dim": config.head_dim, "hidden_act": "silu",
@@ -229,8 +259,13 @@ def _canonical(config: GPTConfig, model_type: str, source: dict) -> dict:
         out.update(attention_bias=config.bias, mlp_bias=config.bias)
     elif config.bias:
         raise ValueError(f"save_pretrained: a {model_type} model has no biases, but this GPT has bias=True")
-    if model_type == "mistral" and source.get("sliding_window") is not None:
-        out["sliding_window"] = max(int(source["sliding_window"]), config.block_size)
+    if model_type in ("mistral", "mixtral"):
+        out["sliding_window"] = config.window
+    if model_type == "mixtral":  # transformers' aux loss is top_k times npformer's (see the module docstring)
+        out.update(num_local_experts=config.n_experts, num_experts_per_tok=config.top_k, router_jitter_noise=0.0,
+                   output_router_logits=config.aux_loss_coef > 0,
+                   router_aux_loss_coef=config.aux_loss_coef / config.top_k if config.aux_loss_coef > 0
+                   else source.get("router_aux_loss_coef", 0.001))
     if "rope_theta" in source and "rope_parameters" not in source:  # the source's (transformers 4) spelling
         out.update(rope_theta=config.rope_base, rope_scaling=None)
     else:

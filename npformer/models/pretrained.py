@@ -14,6 +14,9 @@ does not; and npformer fuses projections that Llama keeps apart:
     cat_T  qkv (C, (H + 2 Hkv) D)         [q (H D, C), k (Hkv D, C), v (Hkv D, C)], transposed side by side
            fc (C, 2 F)                    [gate (F, C), up (F, C)]   (SwiGLU: npformer's fc is [gate | up])
     cat    qkv bias ((H + 2 Hkv) D,)      [q bias, k bias, v bias]
+    experts_cat_T  w_fc (E, C, 2 F)       [w1, w3 of expert 0 (F, C each), w1, w3 of expert 1, ...]  (Mixtral:
+                                          each expert's [gate | up], transposed, stacked)
+    experts_T      w_proj (E, F, C)       [w2 of expert 0 (C, F), w2 of expert 1, ...], transposed, stacked
 
 RoPE needs no permutation: transformers' Llama rotates with rotate_half (dimension i pairs with i + D/2), which is
 npformer's half-split convention (npformer.functional.positions), and its checkpoints are stored for it.
@@ -46,7 +49,7 @@ IGNORED = re.compile(r"(^|\.)(attn\.bias|attn\.masked_bias|rotary_emb\.inv_freq)
 class Entry(NamedTuple):
     ours: str  # npformer parameter name
     theirs: tuple  # Hugging Face tensor names
-    kind: str  # "same", "T", "cat_T" or "cat" (see the module docstring)
+    kind: str  # "same", "T", "cat_T", "cat", "experts_cat_T" or "experts_T" (see the module docstring)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -72,7 +75,7 @@ def weight_table(config: GPTConfig, model_type: str, prefix: str | None = None) 
                           Entry(f"blocks.{i}.{ours}.bias", (f"{h}{theirs}.bias",), "same")]
         table += [Entry("norm_f.weight", (p + "ln_f.weight",), "same"),
                   Entry("norm_f.bias", (p + "ln_f.bias",), "same")]
-    else:  # llama, mistral
+    else:  # llama, mistral, mixtral
         table.append(Entry("wte.weight", (p + "embed_tokens.weight",), "same"))
         for i in range(config.n_layer):
             h, b = f"{p}layers.{i}.", f"blocks.{i}."
@@ -81,8 +84,16 @@ def weight_table(config: GPTConfig, model_type: str, prefix: str | None = None) 
             table += [Entry(b + "norm1.weight", (h + "input_layernorm.weight",), "same"),
                       Entry(b + "attn.qkv.weight", tuple(n + ".weight" for n in qkv), "cat_T"),
                       Entry(b + "attn.proj.weight", (h + "self_attn.o_proj.weight",), "T"),
-                      Entry(b + "norm2.weight", (h + "post_attention_layernorm.weight",), "same"),
-                      Entry(b + "ffn.fc.weight", tuple(n + ".weight" for n in gate_up), "cat_T"),
+                      Entry(b + "norm2.weight", (h + "post_attention_layernorm.weight",), "same")]
+            if model_type == "mixtral":
+                moe = f"{h}block_sparse_moe."
+                experts = range(config.n_experts)
+                table += [Entry(b + "ffn.gate.weight", (moe + "gate.weight",), "T"),
+                          Entry(b + "ffn.w_fc", tuple(f"{moe}experts.{e}.{w}.weight" for e in experts
+                                                      for w in ("w1", "w3")), "experts_cat_T"),
+                          Entry(b + "ffn.w_proj", tuple(f"{moe}experts.{e}.w2.weight" for e in experts), "experts_T")]
+                continue
+            table += [Entry(b + "ffn.fc.weight", tuple(n + ".weight" for n in gate_up), "cat_T"),
                       Entry(b + "ffn.proj.weight", (h + "mlp.down_proj.weight",), "T")]
             if config.bias:
                 table += [Entry(b + "attn.qkv.bias", tuple(n + ".bias" for n in qkv), "cat"),
@@ -115,6 +126,10 @@ def hf_to_npformer(tensors: dict, table: list[Entry], dtype=None) -> dict:
             value = parts[0].T
         elif e.kind == "cat_T":
             value = np.concatenate([a.T for a in parts], axis=1)
+        elif e.kind == "experts_cat_T":  # (w1, w3) per expert -> (E, C, 2F)
+            value = np.stack([np.concatenate([w1.T, w3.T], axis=1) for w1, w3 in zip(parts[0::2], parts[1::2])])
+        elif e.kind == "experts_T":
+            value = np.stack([a.T for a in parts])
         else:
             value = np.concatenate(parts)
         state[e.ours] = np.ascontiguousarray(value, dtype=dtype)
@@ -130,6 +145,11 @@ def npformer_to_hf(state: dict, table: list[Entry], config: GPTConfig) -> dict:
             parts = [value]
         elif e.kind == "T":
             parts = [value.T]
+        elif e.kind == "experts_cat_T":
+            F = value.shape[2] // 2
+            parts = [half.T for expert in value for half in (expert[:, :F], expert[:, F:])]
+        elif e.kind == "experts_T":
+            parts = [expert.T for expert in value]
         else:
             cuts = np.cumsum(_split_sizes(e, config))[:-1]
             pieces = np.split(value, cuts, axis=1 if e.kind == "cat_T" else 0)
@@ -239,7 +259,7 @@ def state_from_tensors(tensors: dict, config: GPTConfig, model_type: str, prefix
 
 
 def from_pretrained(path, dtype="float32", **overrides):
-    """A GPT on the active backend from a Hugging Face model directory (gpt2, llama or mistral; see
+    """A GPT on the active backend from a Hugging Face model directory (gpt2, llama, mistral or mixtral; see
     npformer.models.hf_config). dtype: "float32" or "float64" (BF16 and F16 weights are widened). overrides:
     block_size (crop the context), dropout (for fine-tuning), kernels, attn_impl, recompute, loss_chunk, seed."""
     from .gpt import GPT  # gpt.py's from_pretrained calls this module: import at call time
