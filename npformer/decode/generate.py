@@ -13,8 +13,9 @@ own rounding differences).
 With the cache (the default), the prompt is encoded once (prefill), and each new token then runs the model on
 one position, attending over the keys and values cached for the earlier ones: O(T) work per token instead of
 the O(T^2) of re-encoding the whole prefix. A sliding-window model (``config.window`` = W_att, Mistral-style)
-sees only its last W_att positions, so its caches keep only those (``RollingKVCache``): memory and work per token
-stay O(W_att) however long the output, and the tokens are the same as without the cache.
+sees only its last W_att positions, so its caches keep only those (``RollingKVCache``): W_att positions per layer
+instead of the whole context W, and each token attends over at most W_att keys; the tokens are the same as
+without the cache.
 """
 
 from __future__ import annotations
