@@ -58,7 +58,7 @@ def test_a_tiny_sweep_fits_reports_and_resumes(tmp_path, corpus):
 
 def test_ctrl_c_stops_with_checkpoints_and_the_same_command_finishes(tmp_path, corpus):
     out = tmp_path / "out"
-    args = [SCRIPT, "--data", str(corpus), "--out-dir", str(out), "--budget-minutes", "0.15", "--jobs", "2",
+    args = [SCRIPT, "--data", str(corpus), "--out-dir", str(out), "--budget-minutes", "0.1", "--jobs", "2",
             "--checkpoint-seconds", "1000", *TINY]
     env = {k: v for k, v in os.environ.items() if k != "NPFORMER_BACKEND"}
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
