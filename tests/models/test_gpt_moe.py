@@ -204,26 +204,28 @@ def test_moe_preset_has_experts_as_wide_as_the_dense_ffn():
 
 def test_data_parallel_chunks_each_carry_their_auxiliary_losses():
     """A data-parallel runner's loss is the chunks' weighted mean of (CE + aux) per chunk, and its gradient that
-    mean's (the aux loss is per chunk, as per device in real systems)."""
+    mean's (the aux loss is per chunk, as per device in real systems). NumPy: replicas share CPU cores."""
     from npformer.parallel import DataParallel
 
-    config = GPTConfig.preset("moe", vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8, z_loss_coef=0.01)
-    model = randomize_parameters(GPT(config).astype(np.float64), 4)
-    idx, tgt = _batch(config, B=4)
-    runner = DataParallel(model, workers=2)
-    model.zero_grad()
-    loss = backend.to_float(runner.loss(idx, tgt))
-    runner.backward()
-    got = {n: backend.to_numpy(p.grad).copy() for n, p in model.named_parameters()}
-    model.zero_grad()
-    expected = 0.0
-    for a, b in ((0, 2), (2, 4)):
-        expected += 0.5 * backend.to_float(model.loss(idx[a:b], tgt[a:b]))
-        model.backward(0.5)
-    np.testing.assert_allclose(loss, expected, rtol=1e-12)
-    for name, p in model.named_parameters():
-        np.testing.assert_allclose(got[name], backend.to_numpy(p.grad), rtol=1e-9, atol=1e-12, err_msg=name)
-    runner.close()
+    with backend.use_backend("numpy"):
+        config = GPTConfig.preset("moe", vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8,
+                                  z_loss_coef=0.01)
+        model = randomize_parameters(GPT(config).astype(np.float64), 4)
+        idx, tgt = _batch(config, B=4)
+        runner = DataParallel(model, workers=2)
+        model.zero_grad()
+        loss = backend.to_float(runner.loss(idx, tgt))
+        runner.backward()
+        got = {n: backend.to_numpy(p.grad).copy() for n, p in model.named_parameters()}
+        runner.close()
+        model.zero_grad()
+        expected = 0.0
+        for a, b in ((0, 2), (2, 4)):
+            expected += 0.5 * backend.to_float(model.loss(idx[a:b], tgt[a:b]))
+            model.backward(0.5)
+        np.testing.assert_allclose(loss, expected, rtol=1e-12)
+        for name, p in model.named_parameters():
+            np.testing.assert_allclose(got[name], backend.to_numpy(p.grad), rtol=1e-9, atol=1e-12, err_msg=name)
 
 
 def test_caches_are_dropped_and_only_the_outputs_stay():

@@ -110,7 +110,7 @@ def test_an_npformer_moe_model_is_written_as_mixtral(tmp_path):
     rng = np.random.default_rng(3)
     ours = GPT(config)
     for p in ours.parameters():
-        p.data[...] = rng.normal(0.0, 0.3, size=p.shape)
+        p.data[...] = backend.asarray(rng.normal(0.0, 0.3, size=p.shape), dtype=p.data.dtype)
     ours.save_pretrained(tmp_path)
     hf = json.loads((tmp_path / "config.json").read_text())
     assert (hf["model_type"], hf["num_local_experts"], hf["num_experts_per_tok"], hf["sliding_window"]) == \
