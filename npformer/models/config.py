@@ -66,7 +66,7 @@ class GPTConfig:
     top_k: int = 2
     expert_kind: str = "gelu"  # each expert's activation: "relu", "gelu" or "swiglu"
     router: str = "mixtral"  # "mixtral" (top-k, then softmax over those k) or "switch" (softmax, then top-k)
-    capacity_factor: float | None = None  # None: no capacity limit (no token dropped)
+    capacity_factor: float | None = None  # None or 0: no capacity limit (no token dropped)
     aux_loss_coef: float = 0.01
     z_loss_coef: float = 0.0
     seed: int = 0
@@ -122,8 +122,8 @@ class GPTConfig:
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         cf = self.capacity_factor
-        if cf is not None and (isinstance(cf, bool) or not isinstance(cf, (int, float)) or not cf > 0):
-            problems.append(f"capacity_factor must be a positive number or None (no limit), got {cf!r}")
+        if cf is not None and (isinstance(cf, bool) or not isinstance(cf, (int, float)) or not cf >= 0):
+            problems.append(f"capacity_factor must be a number >= 0, or None (0 or None: no limit), got {cf!r}")
         for name in ("aux_loss_coef", "z_loss_coef"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
@@ -134,7 +134,7 @@ class GPTConfig:
         if self.ffn_kind != "moe":
             return None
         return dict(n_experts=self.n_experts, top_k=self.top_k, kind=self.expert_kind, router=self.router,
-                    capacity_factor=self.capacity_factor, aux_loss_coef=self.aux_loss_coef,
+                    capacity_factor=self.capacity_factor or None, aux_loss_coef=self.aux_loss_coef,
                     z_loss_coef=self.z_loss_coef)
 
     @property

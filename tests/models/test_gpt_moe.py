@@ -185,8 +185,9 @@ def test_old_configs_load_and_new_fields_are_checked():
     for name in FIELDS_ADDED_LATER:
         old.pop(name)
     assert GPTConfig.from_dict(old) == GPTConfig()
+    assert GPTConfig(ffn_kind="moe", capacity_factor=0).moe_options()["capacity_factor"] is None  # 0: no limit
     for bad, message in ((dict(top_k=5), "top_k=5 exceeds n_experts=4"), (dict(n_experts=0), "n_experts must be"),
-                         (dict(router="hash"), "router must be one of"), (dict(capacity_factor=0), "capacity_factor"),
+                         (dict(router="hash"), "router must be one of"), (dict(capacity_factor=-1), "capacity_factor"),
                          (dict(aux_loss_coef=-1.0), "aux_loss_coef must be"), (dict(expert_kind="moe"), "expert_kind")):
         with pytest.raises(ValueError, match=message):
             GPTConfig(ffn_kind="moe", **bad)
