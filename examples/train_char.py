@@ -117,7 +117,9 @@ def train(args, comm) -> int:
     trainer = Trainer(model, train_config, train_ids, val_ids, meta={"tokenizer": tokenizer.to_dict()})
     if comm is not None:
         runner = trainer.runner
-        say(f"data parallel: {runner.size} MPI ranks x {runner.local_workers} local worker(s); rank 0 reports")
+        ranks, workers = runner.size, runner.local_workers
+        say(f"data parallel: {ranks} MPI rank{'s' * (ranks != 1)} x {workers} local worker{'s' * (workers != 1)}; "
+            "rank 0 reports")
         if train_config.zero1:  # each rank's optimizer memory: about 1/ranks of AdamW's
             memory = comm.gather(trainer.optimizer.memory_bytes(), root=0)
             say("optimizer state per rank (ZeRO-1): " + ", ".join(f"rank {r} {m / 2**20:.2f} MiB"

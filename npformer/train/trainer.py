@@ -6,6 +6,11 @@ last good checkpoint left intact.
 
     trainer = Trainer(model, TrainConfig(...), train_ids, val_ids, meta={"tokenizer": tok.to_dict()})
     trainer.run()
+
+Under ``mpiexec -n N`` (``TrainConfig.mpi``, on by default when launched so) every rank runs this same loop:
+each computes its rows of every batch (npformer.parallel.mpi), evaluation included, so all ranks stay in step;
+rank 0 alone prints and writes the checkpoint, the CSVs and the plots (``is_root``); ``resume`` has rank 0 read
+the checkpoint and hands every rank its bytes, so the machines need no shared file system.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..inspect.gradient_flow import FIELDS as GRADIENT_FLOW_FIELDS
 from ..inspect.gradient_flow import GradientFlowProbe
 from ..io.atomic import SHARED, atomic_open
 from ..kernels import use_kernels
+from ..kernels.cpu import usable_cpus
 from ..nn import Dropout
 from ..parallel import data_parallel, default_workers
 from ..parallel.mpi import MPIDataParallel, broadcast_file, launched_size, node_rank_and_size, world
@@ -70,8 +76,12 @@ class Trainer:
         # loss / backward / drop_caches go through the runner: the model itself, or its replicas in parallel
         if self.mpi:
             workers = config.workers
+            node_size = node_rank_and_size(self.comm)[1]
             if workers is None:  # this machine's cores shared out among its ranks
-                workers = max(1, default_workers() // node_rank_and_size(self.comm)[1])
+                workers = max(1, default_workers() // node_size)
+            if usable_cpus() * node_size < (os.cpu_count() or 1):
+                self._log(f"note: mpiexec bound each rank to {usable_cpus()} of this machine's {os.cpu_count()} cores; "
+                          "to use them all, add --bind-to none to mpiexec")
             self.runner = MPIDataParallel(model, self.comm, workers=min(workers, config.batch_size),
                                           mode=config.parallel, check_every=config.check_every)
             self._check_same_data(train_ids, val_ids)

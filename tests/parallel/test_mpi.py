@@ -170,7 +170,7 @@ def test_train_char_under_mpiexec_reports_once_and_resumes(tmp_path):
     out = tmp_path / "out"
     first = mpirun(TRAIN_CHAR, "--data", corpus, "--max-iters", "4", "--out-dir", out, *TINY)
     assert first.returncode == 0, first.stderr
-    for line in ("data parallel: 2 MPI ranks x 1 local worker(s)", "optimizer state per rank (ZeRO-1): rank 0",
+    for line in ("data parallel: 2 MPI ranks x 1 local worker;", "optimizer state per rank (ZeRO-1): rank 0",
                  "trained to step 4", "---- sample 1 ----"):
         assert first.stdout.count(line) == 1, (line, first.stdout)  # rank 0 alone prints
     assert load_checkpoint(out / "ckpt.npz").meta["step"] == 4
