@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from queue import Empty
 
 import numpy as np
 
@@ -308,9 +309,10 @@ def run_grid(runs, data: SweepData, out_dir: str | None, on_record, jobs: int = 
             done, _ = futures.wait(pending, timeout=0.5, return_when=futures.FIRST_COMPLETED)
             while True:
                 try:
-                    event(*queue.get_nowait())
-                except Exception:  # queue.Empty: nothing more now
+                    message = queue.get_nowait()
+                except Empty:  # nothing more now
                     break
+                event(*message)
             if stop is not None and stop.is_set():
                 mp_stop.set()
             if mp_stop.is_set():
