@@ -24,8 +24,16 @@ How a step runs (every rank runs the same program, ``mpiexec -n 2 python train.p
   and a checkpoint moves freely between the two.
 
 Result: loss and gradients equal one process's on the same global batch up to float rounding (the order of a
-sum), whatever the number of ranks. On the CuPy backend the gradient is all-reduced over NCCL instead
-(npformer.parallel.nccl), so device arrays never travel through the host.
+sum), whatever the number of ranks. Evaluation goes through the same ``loss`` (every rank its rows), so the
+ranks stay in step there too.
+
+Layout: local worker processes share the weights' memory and add their gradients in place, where ranks copy
+gradients through MPI every step; so one rank per machine with a worker per core (``mpiexec --map-by node
+--bind-to none``) beats one rank per core (benchmarks/mpi_data_parallel.py). Ranks that share a machine without
+local workers share its cores' BLAS threads between them.
+
+On the CuPy backend the gradient is all-reduced over NCCL instead (npformer.parallel.nccl), so device arrays
+never travel through the host.
 
 Faults: MPI has no way to tell a rank blocked in a collective that another rank failed, so a rank that raises
 must end the whole job: ``abort_on_error`` (used by the scripts) prints the rank's error and calls
