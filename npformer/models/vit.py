@@ -134,7 +134,7 @@ class PatchEmbedding(Module):
 
 
 class ViT(Module):
-    caches = ("_state", "_pool_cache", "_T")  # what forward keeps for backward
+    caches = ("_state", "_pool_cache")  # what forward keeps for backward (the layers keep their own)
 
     def __init__(self, config: ViTConfig):
         config.validate()
@@ -156,7 +156,6 @@ class ViT(Module):
         self.head = Linear(C, cfg.n_classes, rng=rng)
         self._state = None
         self._pool_cache = None
-        self._T = None
         self.flatten_parameters()  # one buffer: AdamW and clipping in a few passes (see GPT)
 
     # -- inputs ------------------------------------------------------------------------------------------------
@@ -196,7 +195,6 @@ class ViT(Module):
             x = block.forward(x)  # bidirectional: every token sees every token, no mask
         if self.norm_f is not None:
             x = self.norm_f.forward(x)
-        self._T = N + 1
         return x
 
     forward = hidden_states
