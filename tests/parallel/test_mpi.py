@@ -70,27 +70,27 @@ def test_loss_and_every_gradient_equal_one_process(job):
         assert moved > 1e-6 or (y == -100).all()  # the batch's gradient did arrive (the test can fail)
 
 
-def test_steps_with_dropout_equal_one_process_with_as_many_workers(job, tmp_path):
+def test_steps_with_dropout_equal_one_process_with_as_many_workers(job):
     """Two ranks draw the dropout masks one process with 2 workers draws: 6 AdamW steps, grad_accum 2."""
     got = result(job, "dropout_full.npz")
-    one = trainer(str(tmp_path), dropout=0.1, mpi=False, workers=2)
+    one = trainer(None, dropout=0.1, mpi=False, workers=2)
     one.run()
     np.testing.assert_allclose(got["params"], flat_parameters(one.model), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got["losses"], train_losses(one), rtol=1e-12)
     assert len(got["losses"]) == 6
 
 
-def test_steps_without_dropout_equal_one_unsplit_process(job, tmp_path):
+def test_steps_without_dropout_equal_one_unsplit_process(job):
     got = result(job, "plain_full.npz")
-    one = trainer(str(tmp_path), mpi=False, workers=1)
+    one = trainer(None, mpi=False, workers=1)
     one.run()
     np.testing.assert_allclose(got["params"], flat_parameters(one.model), rtol=1e-9, atol=1e-10)
     assert np.abs(got["params"] - flat_parameters(tiny_gpt())).max() > 1e-3  # it did train
 
 
-def test_local_worker_processes_under_each_rank_equal_one_process_with_all_the_workers(job, tmp_path):
+def test_local_worker_processes_under_each_rank_equal_one_process_with_all_the_workers(job):
     got = result(job, "local_workers.npz")
-    one = trainer(str(tmp_path), dropout=0.1, mpi=False, workers=4)
+    one = trainer(None, dropout=0.1, mpi=False, workers=4)
     one.run()
     np.testing.assert_allclose(got["params"], flat_parameters(one.model), rtol=1e-12, atol=1e-12)
 
@@ -102,9 +102,10 @@ def test_a_2_rank_checkpoint_resumes_exactly_with_2_ranks(job):
         np.testing.assert_array_equal(resumed["params"], full["params"])
 
 
-def test_a_2_rank_checkpoint_resumes_with_1_rank(job, tmp_path):
+def test_a_2_rank_checkpoint_resumes_with_1_rank(job, tmp_path, monkeypatch):
     """Without dropout on one unsplit process (to float rounding); with dropout on one process with 2 workers
     (the same masks)."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # no loss plots: they would be most of the time
     for tag, workers, tol in (("plain", 1, 1e-10), ("dropout", 2, 1e-12)):
         folder = tmp_path / tag
         shutil.copytree(os.path.join(job, f"{tag}_ckpt"), folder)
@@ -134,11 +135,12 @@ def test_an_exception_on_one_rank_ends_every_rank_with_its_message(tmp_path):
     assert load_checkpoint(tmp_path / "ckpt.npz").meta["step"] == 3
 
 
-def test_a_killed_rank_ends_the_run_and_the_last_checkpoint_resumes(tmp_path):
+def test_a_killed_rank_ends_the_run_and_the_last_checkpoint_resumes(tmp_path, monkeypatch):
     run = mpirun("faults.py", tmp_path, "kill", timeout=60)
     assert run.returncode != 0
     message = " ".join(run.stderr.split())
     assert "rank 1" in message and ("signal 9" in message or "Killed" in message), run.stderr
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
     one = trainer(str(tmp_path), max_iters=8, mpi=False, workers=2)
     one.resume()
     assert one.step == 3

@@ -3,6 +3,7 @@ the model, ZeRO-1 on one rank equals AdamW and shares its checkpoint format, the
 without NCCL, and the launch helpers. The two-rank behaviour is tested under mpiexec in test_mpi.py."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -136,7 +137,8 @@ def test_zero1_needs_flat_parameters(comm):
         ZeroAdamW(param_groups(model.named_parameters(), 0.1), comm=comm)
 
 
-def test_trainer_on_one_mpi_rank_equals_the_trainer_without(tmp_path):
+def test_trainer_on_one_mpi_rank_equals_the_trainer_without(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # no loss plots: they would be most of the time
     def run(out, mpi, zero1=False, resume=False, max_iters=4):
         cfg = TrainConfig(max_iters=max_iters, batch_size=3, warmup_iters=1, lr_decay_iters=6, eval_interval=2,
                           eval_iters=1, log_interval=1, out_dir=str(out), seed=1, quiet=True, mpi=mpi, zero1=zero1)

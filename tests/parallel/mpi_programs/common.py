@@ -4,7 +4,6 @@ import os
 import signal
 import sys
 
-sys.modules.setdefault("matplotlib", None)  # no loss plots: importing matplotlib would be most of a run's time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
 import numpy as np  # noqa: E402
@@ -14,6 +13,11 @@ from npformer.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 DATA = (np.arange(3000) * 7 + (np.arange(3000) // 11)) % 17
 VOCAB = 17
+
+
+def without_plots() -> None:
+    """In an MPI program (never in the test process): the trainer's loss plots would be most of a run's time."""
+    sys.modules.setdefault("matplotlib", None)
 
 
 def tiny_gpt(dropout=0.0, seed=3):

@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from common import flat_parameters, global_batch, tiny_gpt, train_losses, trainer  # noqa: E402
+from common import flat_parameters, global_batch, tiny_gpt, train_losses, trainer, without_plots  # noqa: E402
 
 from npformer.parallel.mpi import MPIDataParallel, abort_on_error  # noqa: E402
 
@@ -88,6 +88,7 @@ def trainings(comm, out):
 
 
 if __name__ == "__main__":
+    without_plots()
     with abort_on_error() as comm:
         gradients(comm, sys.argv[1])
         trainings(comm, sys.argv[1])
