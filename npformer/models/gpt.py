@@ -172,7 +172,8 @@ class GPT(Module):
     def progress_note(self) -> str:
         """Expert utilisation of the last forward, for a progress line: "experts L0 24/26/25/25% L1 ... aux
         1.01/0.99 drop 2%" (each layer's experts' shares of the assignments in percent, each layer's load-balancing
-        loss, the mean share dropped past capacity). "" for a dense model or before any forward."""
+        loss, the mean share dropped past capacity). "" for a dense model or before any forward. Under a
+        data-parallel runner the model itself runs the first chunk: the note is that chunk's."""
         stats = self.expert_stats()
         if stats is None:
             return ""
@@ -180,7 +181,7 @@ class GPT(Module):
                           for i, row in enumerate(stats))
         aux = "/".join(f"{a:.2f}" for a in stats[:, -2])
         note = f"experts {shares} aux {aux}"
-        if self.config.capacity_factor is not None:
+        if self.config.capacity_factor:  # None or 0: no capacity, nothing is ever dropped
             note += f" drop {100 * float(stats[:, -1].mean()):.0f}%"
         return note
 
