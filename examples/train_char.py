@@ -41,7 +41,7 @@ from npformer.data.text_files import TOKENIZER_KINDS  # noqa: E402
 from npformer.decode.generate import generate  # noqa: E402
 from npformer.models import GPT, GPTConfig  # noqa: E402
 from npformer.models.config import PRESETS  # noqa: E402
-from npformer.parallel.mpi import abort_on_error, launched_size  # noqa: E402
+from npformer.parallel.mpi import abort_on_error, launched_size, note_when_stopped  # noqa: E402
 from npformer.train.cli import INTERRUPTED, add_dataclass_args, add_debug_flag, dataclass_from_args, run_script  # noqa: E402,E501
 from npformer.train.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -116,6 +116,11 @@ def train(args, comm) -> int:
 
     trainer = Trainer(model, train_config, train_ids, val_ids, meta={"tokenizer": tokenizer.to_dict()})
     if comm is not None:
+        if rank == 0:  # a rank that fails or is killed ends the job: say where the last good state is
+            note_when_stopped(lambda: f"stopped at step {trainer.step}: mpiexec is ending the job (a rank failed or "
+                                      f"was killed, or it was interrupted); {trainer.last_checkpoint_note()}"
+                                      + ("; continue with --resume" if trainer.last_checkpoint_step is not None
+                                         else ""))
         runner = trainer.runner
         ranks, workers = runner.size, runner.local_workers
         say(f"data parallel: {ranks} MPI rank{'s' * (ranks != 1)} x {workers} local worker{'s' * (workers != 1)}; "

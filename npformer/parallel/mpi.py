@@ -142,6 +142,35 @@ def abort_on_error(comm=None, code: int = 1, usage_code: int = 2):
         comm.Abort(exit_code)
 
 
+def note_when_stopped(note, stream=None) -> None:
+    """When mpiexec ends the job (SIGTERM: another rank failed or was killed, or the job was interrupted), print
+    ``note()`` (a str: where the last checkpoint is, say) to ``stream`` (stderr) and exit with code 143.
+
+    Why a thread: mpiexec stops the surviving ranks while they wait inside a collective for the rank that is gone,
+    in C code where a Python signal handler would never get to run. The signal's arrival is written to a pipe at
+    C level (``signal.set_wakeup_fd``), and a thread waiting on that pipe (MPI calls release the interpreter
+    lock) prints the note. Call it from the main thread, once."""
+    import signal
+    import threading
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a Python handler, so the wakeup byte is written
+    signal.set_wakeup_fd(write_end)
+
+    def watch():
+        while True:
+            data = os.read(read_end, 16)
+            if not data or signal.SIGTERM in data:
+                break
+        try:
+            print(note(), file=stream or sys.stderr, flush=True)
+        finally:
+            os._exit(143)  # 128 + SIGTERM, as if the signal had ended the process
+
+    threading.Thread(target=watch, name="npformer-mpi-stop", daemon=True).start()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # files: rank 0 reads, every rank gets the bytes (no shared file system needed)
 # ---------------------------------------------------------------------------------------------------------------
@@ -505,4 +534,4 @@ def _digest(data: bytes) -> bytes:
 
 
 __all__ = ["MPIDataParallel", "abort_on_error", "broadcast_file", "describe_failure", "launched_size", "mpi",
-           "node_rank_and_size", "rank_chunks", "world"]
+           "node_rank_and_size", "note_when_stopped", "rank_chunks", "world"]

@@ -140,6 +140,8 @@ def test_a_killed_rank_ends_the_run_and_the_last_checkpoint_resumes(tmp_path, mo
     assert run.returncode != 0
     message = " ".join(run.stderr.split())
     assert "rank 1" in message and ("signal 9" in message or "Killed" in message), run.stderr
+    # rank 0, stopped by mpiexec while it waited for rank 1 in a collective, says where the last good state is
+    assert f"stopped at step 4: the last checkpoint is {tmp_path / 'ckpt.npz'} (step 3)" in run.stderr, run.stderr
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     one = trainer(str(tmp_path), max_iters=8, mpi=False, workers=2)
     one.resume()
