@@ -7,7 +7,7 @@ reach either through npformer.kernels.ops.
 
 A suggested reading order: linear.py, norms.py, softmax.py, attention.py, loss.py, activations.py, positions.py,
 flash_attention.py (the same attention, tiled), updates.py (an AdamW step), moe.py (a mixture of experts: the
-router, its auxiliary losses, the experts gathered per expert).
+router, its auxiliary losses, the experts gathered per expert), patches.py (a ViT's image to patch tokens).
 """
 
 from .activations import gelu_backward, gelu_forward, relu_backward, relu_forward, swiglu_backward, swiglu_forward
@@ -35,6 +35,7 @@ from .moe import (
     router_z_loss_forward,
 )
 from .norms import layernorm_backward, layernorm_forward, rmsnorm_backward, rmsnorm_forward
+from .patches import patches_backward, patches_forward
 from .positions import rope_backward, rope_forward, sinusoidal_positions
 from .softmax import softmax_backward, softmax_forward
 from .updates import adamw_update
@@ -45,7 +46,8 @@ __all__ = [
     "expert_capacity", "flash_attention_backward", "flash_attention_forward", "gelu_backward", "gelu_forward",
     "layernorm_backward", "layernorm_forward", "linear_backward", "linear_forward", "lm_head_cross_entropy_backward",
     "lm_head_cross_entropy_forward", "load_balancing_loss_backward", "load_balancing_loss_forward",
-    "moe_experts_backward", "moe_experts_forward", "moe_route_backward", "moe_route_forward", "relu_backward",
+    "moe_experts_backward", "moe_experts_forward", "moe_route_backward", "moe_route_forward",
+    "patches_backward", "patches_forward", "relu_backward",
     "relu_forward", "rmsnorm_backward", "rmsnorm_forward", "rope_backward", "rope_forward", "router_z_loss_backward",
     "router_z_loss_forward", "sinusoidal_positions", "softmax_backward", "softmax_forward", "swiglu_backward",
     "swiglu_forward",

@@ -265,9 +265,10 @@ def test_transformers_4_spelling_and_a_sliding_window(tmp_path):
     model = _npformer_dir(tmp_path, "llama-style", n_kv_head=2, rope_base=321.0)
     _edit_config(tmp_path, rope_parameters=None, rope_theta=321.0, rope_scaling=None)
     assert GPT.from_pretrained(tmp_path).config.rope_base == 321.0
-    _edit_config(tmp_path, model_type="mistral", sliding_window=8)  # full attention within the window
+    # within the window (T = 8) sliding-window attention is full causal attention
+    _edit_config(tmp_path, model_type="mistral", sliding_window=8)
     loaded = GPT.from_pretrained(tmp_path)
-    assert loaded.config.block_size == 8
+    assert loaded.config.window == 8 and loaded.config.block_size == model.config.block_size  # context kept
     idx = np.random.default_rng(0).integers(0, V, size=(1, 8))
     np.testing.assert_allclose(_ours_logits(loaded, idx), _ours_logits(model, idx), rtol=1e-6, atol=1e-6)
 

@@ -45,7 +45,7 @@ def check_counts(model):
     shape = shape_of(model.config)
     assert count_params(shape) == model.num_parameters()
     assert params_by_component(shape) == built_components(model)
-    assert count_params_active(shape) == model.num_parameters()  # no experts in npformer yet
+    assert count_params_active(shape) == model.num_parameters()  # dense configs: every parameter is active
 
 
 @settings(max_examples=25)
