@@ -15,7 +15,8 @@ one position, attending over the keys and values cached for the earlier ones: O(
 the O(T^2) of re-encoding the whole prefix. A sliding-window model (``config.window`` = W_att, Mistral-style)
 sees only its last W_att positions, so its caches keep only those (``RollingKVCache``): W_att positions per layer
 instead of the whole context W, and each token attends over at most W_att keys; the tokens are the same as
-without the cache.
+without the cache. Once the sequence outgrows the context W, every model (windowed or not) re-encodes its last W
+tokens from position 0 at each step, without a cache, as it was trained to see them.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ E = exp(e),
 
 where LSE is log-sum-exp (so the model's log loss is fitted to the measured log loss), from a grid of starting
 points, keeping the best. Here every start is optimised at once, vectorised over starts: a Levenberg-Marquardt
-iteration on the iteratively reweighted least-squares form of the Huber loss (weights w_i = min(1, delta / |r_i|)
-make sum w_i r_i^2 / 2 touch the Huber loss at the current residuals and lie above it elsewhere, so a step that
-lowers the weighted sum lowers the Huber loss; a step is kept only if it does). SciPy is not needed; with
+iteration on the iteratively reweighted least-squares form of the Huber loss (with weights w_i = min(1,
+delta / |r0_i|) at the current residuals r0, the surrogate Huber(r0_i) + w_i (r_i^2 - r0_i^2) / 2 touches the Huber
+loss at r0 and lies above it elsewhere; it differs from sum w_i r_i^2 / 2 by a constant, so a step that lowers the
+weighted sum lowers the Huber loss; a step is kept only if the Huber loss itself went down). SciPy is not needed; with
 ``method="scipy"`` the best NumPy optima are polished by scipy.optimize's L-BFGS-B as a cross-check.
 
 The Jacobian of the model's log loss p_i = LSE(u_A, u_B, u_E) is the softmax s = softmax(u):
