@@ -142,3 +142,19 @@ def attention_cases(draw, max_t=6, max_d=5, causal=None, mask=True, equal_t=Fals
     scale = draw(st.one_of(st.none(), st.floats(0.1, 2.0)))
     return dict(q=normal_array(seed, (B, H, Tq, D)), k=normal_array(seed + 1, (B, Hkv, Tk, D)),
                 v=normal_array(seed + 2, (B, Hkv, Tk, D)), mask=m, causal=causal, scale=scale)
+
+
+@st.composite
+def window_cases(draw, max_t=10, max_d=4):
+    """Host float64 q (B,H,Tq,D), k, v (B,Hkv,Tk,D), a mask or None, a scale, and a window W; Tq > Tk allowed."""
+    B, Hkv = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    H = Hkv * draw(st.integers(1, 3))
+    Tq, Tk, D = draw(st.integers(1, max_t)), draw(st.integers(1, max_t)), draw(st.integers(1, max_d))
+    seed = draw(seeds())
+    mask = None
+    if draw(st.booleans()):
+        shape = tuple(n if draw(st.booleans()) else 1 for n in (B, H, Tq, Tk))
+        mask = draw(hnp.arrays(np.bool_, shape))
+    return dict(q=normal_array(seed, (B, H, Tq, D)), k=normal_array(seed + 1, (B, Hkv, Tk, D)),
+                v=normal_array(seed + 2, (B, Hkv, Tk, D)), mask=mask, scale=draw(st.one_of(st.none(),
+                st.floats(0.1, 2.0))), window=draw(st.integers(1, 6)))

@@ -15,7 +15,7 @@ from npformer.functional.flash_attention import flash_attention_backward, flash_
 from npformer.gradcheck import check_gradients
 
 from ..helpers import on_backend, reference_attention
-from ..strategies import GRAD_ATOL, GRAD_RTOL, TOL, attention_cases, normal_array
+from ..strategies import GRAD_ATOL, GRAD_RTOL, TOL, attention_cases, normal_array, window_cases
 
 
 def band(Tq, Tk, window):
@@ -60,6 +60,20 @@ def test_flash_window_gradients_equal_reference(xp_backend, case, window, block_
     dout = backend.asarray(normal_array(5, case["q"].shape))
     _, cache = attention_forward(**args, window=window)
     _, fcache = flash_attention_forward(**args, window=window, block_q=block_q, block_k=block_k)
+    for name, a, b in zip("qkv", attention_backward(dout, cache), flash_attention_backward(dout, fcache)):
+        assert_close(b, a, f"d{name}, window {window}, blocks {block_q}x{block_k}")
+
+
+@given(case=window_cases(max_t=9), block_q=st.integers(1, 4), block_k=st.integers(1, 4))
+def test_flash_window_any_lengths_equal_reference(xp_backend, case, block_q, block_k):
+    """Tq > Tk too: then query blocks exist that no key reaches (an empty range of key blocks in the flash
+    forward, of query blocks in its backward); values and gradients still equal the reference's."""
+    args = on_backend({k: v for k, v in case.items() if k != "window"})
+    window = case["window"]
+    dout = backend.asarray(normal_array(7, case["q"].shape))
+    out, cache = attention_forward(**args, causal=True, window=window)
+    fout, fcache = flash_attention_forward(**args, causal=True, window=window, block_q=block_q, block_k=block_k)
+    assert_close(fout, out, f"flash, window {window}, blocks {block_q}x{block_k}")
     for name, a, b in zip("qkv", attention_backward(dout, cache), flash_attention_backward(dout, fcache)):
         assert_close(b, a, f"d{name}, window {window}, blocks {block_q}x{block_k}")
 

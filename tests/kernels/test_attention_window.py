@@ -9,31 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from npformer import backend
 from npformer import functional as F
 from npformer.kernels import attention as attn
 from npformer.kernels import cpu
 
-from ..strategies import normal_array, seeds
+from ..strategies import normal_array, window_cases
 from .equality import assert_equal
-
-
-@st.composite
-def window_cases(draw, max_t=10, max_d=4):
-    """Host float64 q (B,H,Tq,D), k, v (B,Hkv,Tk,D), a mask or None, a scale, and a window W; Tq > Tk allowed."""
-    B, Hkv = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    H = Hkv * draw(st.integers(1, 3))
-    Tq, Tk, D = draw(st.integers(1, max_t)), draw(st.integers(1, max_t)), draw(st.integers(1, max_d))
-    seed = draw(seeds())
-    mask = None
-    if draw(st.booleans()):
-        shape = tuple(n if draw(st.booleans()) else 1 for n in (B, H, Tq, Tk))
-        mask = draw(hnp.arrays(np.bool_, shape))
-    return dict(q=normal_array(seed, (B, H, Tq, D)), k=normal_array(seed + 1, (B, Hkv, Tk, D)),
-                v=normal_array(seed + 2, (B, Hkv, Tk, D)), mask=mask, scale=draw(st.one_of(st.none(),
-                st.floats(0.1, 2.0))), window=draw(st.integers(1, 6)))
 
 
 @pytest.fixture
