@@ -7,7 +7,7 @@ A mixture-of-experts feed-forward layer, as Switch Transformers and Mixtral comp
 
     logits = x @ W_router                                     (N, E)      moe_route_forward's input
     weights, experts = route(logits)                          (N, k)      moe_route_forward
-    kept = capacity_keep(experts, capacity)                   (N, k)      training only; no gradient
+    kept = capacity_keep(experts, E, capacity)                (N, k)      training only; no gradient
     y_n = sum_j kept_nj * weights_nj * expert_{experts_nj}(x_n)           moe_experts_forward
     aux = E * sum_i f_i P_i                                   0-d         load_balancing_loss_forward
     z = mean_n logsumexp(logits_n)^2                          0-d         router_z_loss_forward
@@ -35,21 +35,10 @@ import numpy as np
 
 from .. import backend
 from .activations import gelu_backward, gelu_forward, relu_backward, relu_forward, swiglu_backward, swiglu_forward
+from .softmax import SoftmaxCache, softmax_backward, softmax_forward
 
 ROUTERS = ("mixtral", "switch")
 EXPERT_KINDS = ("relu", "gelu", "swiglu")
-
-
-def _softmax(z):
-    """Stable softmax over the last axis. z: (..., E) -> (..., E)."""
-    xp = backend.array_module(z)
-    e = xp.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _softmax_backward(dp, p):
-    """p = softmax(z): dz_i = p_i (dp_i - sum_j p_j dp_j)  (the Jacobian diag(p) - p p^T applied to dp)."""
-    return p * (dp - (p * dp).sum(axis=-1, keepdims=True))
 
 
 def _check_logits(op: str, logits) -> None:
@@ -65,8 +54,7 @@ def _check_logits(op: str, logits) -> None:
 class RouteCache(NamedTuple):
     router: str
     experts: object  # (N, k) int64: the chosen experts, best first
-    weights: object  # (N, k): "mixtral": the softmax over the chosen logits
-    probs: object  # (N, E): "switch": the softmax over all logits; None for "mixtral"
+    softmax: SoftmaxCache  # "mixtral": of the k chosen logits, (N, k); "switch": of all E logits, (N, E)
     n_experts: int
 
 
@@ -92,33 +80,37 @@ def moe_route_forward(logits, top_k: int, router: str = "mixtral"):
     experts = top_k_experts(logits, top_k)
     if router == "mixtral":
         chosen = xp.take_along_axis(logits, experts, axis=1)  # (N, k)
-        weights = _softmax(chosen)
-        return weights, experts, RouteCache(router, experts, weights, None, E)
-    probs = _softmax(logits)  # (N, E)
+        weights, softmax_cache = softmax_forward(chosen)
+        return weights, experts, RouteCache(router, experts, softmax_cache, E)
+    probs, softmax_cache = softmax_forward(logits)  # (N, E)
     weights = xp.take_along_axis(probs, experts, axis=1)
-    return weights, experts, RouteCache(router, experts, None, probs, E)
+    return weights, experts, RouteCache(router, experts, softmax_cache, E)
 
 
 def moe_route_backward(dweights, cache: RouteCache):
     """dweights: (N, k) -> dlogits: (N, E).
 
+    (softmax_backward, functional/softmax.py, derives  dz_i = y_i (dy_i - sum_j y_j dy_j)  for y = softmax(z).)
+
     "mixtral". The forward was  s_j = logits[e_j] (the k chosen),  w = softmax(s):
         ds_j = w_j (dw_j - sum_i w_i dw_i)           (softmax's Jacobian over the k chosen)
         dlogits[e_j] = ds_j,  and 0 at the E - k logits not chosen: they reach neither w nor y
         (top-k's choice itself is constant between ties: it contributes nothing).
+        An assignment that capacity dropped (dw_j = 0) still sends gradient to its logit, through the softmax
+        over the k chosen: its logit sets the other chosen experts' weights.
     "switch". The forward was  p = softmax(logits),  w_j = p[e_j]:
         dp[e_j] = dw_j, 0 elsewhere;   dlogits = p * (dp - sum_i p_i dp_i)
         so an expert not chosen still gets a gradient, through the softmax's denominator.
     """
-    router, experts, weights, probs, E = cache
+    router, experts, softmax_cache, E = cache
     xp = backend.array_module(dweights)
     N = experts.shape[0]
     scattered = xp.zeros((N, E), dtype=dweights.dtype)
     if router == "mixtral":
-        xp.put_along_axis(scattered, experts, _softmax_backward(dweights, weights), axis=1)
+        xp.put_along_axis(scattered, experts, softmax_backward(dweights, softmax_cache), axis=1)
         return scattered
     xp.put_along_axis(scattered, experts, dweights, axis=1)  # the k experts of a row are distinct
-    return _softmax_backward(scattered, probs)
+    return softmax_backward(scattered, softmax_cache)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,9 +118,11 @@ def moe_route_backward(dweights, cache: RouteCache):
 # ---------------------------------------------------------------------------------------------------------------
 def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: float | None) -> int | None:
     """The most assignments one expert takes: ceil(capacity_factor * N k / E) (Switch's "expert capacity", times k
-    for top-k routing); None (no limit) when capacity_factor is None or 0."""
-    if not capacity_factor:
+    for top-k routing); None (no limit) when capacity_factor is None or 0. A negative factor is refused."""
+    if capacity_factor is None or capacity_factor == 0:
         return None
+    if not capacity_factor > 0:  # negative, or NaN
+        raise ValueError(f"expert capacity: capacity_factor must be >= 0 or None (no limit), got {capacity_factor!r}")
     return max(1, math.ceil(capacity_factor * n_tokens * top_k / n_experts))
 
 
@@ -154,7 +148,7 @@ def capacity_keep(experts, n_experts: int, capacity: int | None):
 # load-balancing loss: E * sum_i f_i P_i
 # ---------------------------------------------------------------------------------------------------------------
 class LoadBalanceCache(NamedTuple):
-    probs: object  # (N, E): softmax over all logits
+    softmax: SoftmaxCache  # of all logits: its probabilities are (N, E)
     fraction: object  # (E,): f, the share of the router's assignments each expert got (sums to 1)
 
 
@@ -176,13 +170,14 @@ def load_balancing_loss_forward(logits, experts):
     """
     _check_logits("load balancing loss", logits)
     N, E = logits.shape
+    experts = backend.to_backend_of(experts, logits)  # host expert ids for device logits: moved here
     if getattr(experts, "ndim", None) != 2 or experts.shape[0] != N:
         raise ValueError(f"load balancing loss: experts must be (N={N}, k), got {getattr(experts, 'shape', None)}")
-    probs = _softmax(logits)
+    probs, softmax_cache = softmax_forward(logits)
     fraction = expert_fractions(experts, E, logits.dtype)
     xp = backend.array_module(logits)
     aux = xp.asarray(float(E) * (fraction * probs.mean(axis=0)).sum(), dtype=logits.dtype)  # 0-d
-    return aux, LoadBalanceCache(probs, fraction)
+    return aux, LoadBalanceCache(softmax_cache, fraction)
 
 
 def load_balancing_loss_backward(daux, cache: LoadBalanceCache):
@@ -191,12 +186,15 @@ def load_balancing_loss_backward(daux, cache: LoadBalanceCache):
     The forward was  P_i = (1/N) sum_n p_ni,  p_n = softmax(logits_n),  aux = E sum_i f_i P_i, f constant:
         dP_i = daux * E * f_i
         dp_ni = dP_i / N                      (each token's probability enters the mean once)
-        dlogits_n = p_n * (dp_n - sum_i p_ni dp_ni)       (softmax, row by row)
+        dlogits_n = p_n * (dp_n - sum_i p_ni dp_ni)       (softmax, row by row: softmax_backward)
     """
-    probs, fraction = cache
+    softmax_cache, fraction = cache
+    probs = softmax_cache.y
     N, E = probs.shape
-    dp = (daux * float(E) / N) * fraction  # (E,), the same for every row
-    return _softmax_backward(dp[None, :], probs)
+    # the upstream scalar in the logits' dtype (a float64 0-d daux must not upcast float32)
+    scale = backend.array_module(probs).asarray(daux, dtype=probs.dtype)
+    dp = (scale * float(E) / N) * fraction  # (E,), the same for every row
+    return softmax_backward(dp[None, :], softmax_cache)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -229,7 +227,9 @@ def router_z_loss_backward(dz, cache: ZLossCache):
         so dlogits_ni = dz * 2 lse_n p_ni / N
     """
     probs, lse = cache
-    return (dz * 2.0 / probs.shape[0]) * lse * probs
+    # the upstream scalar in the logits' dtype (a float64 0-d dz must not upcast float32)
+    scale = backend.array_module(probs).asarray(dz, dtype=probs.dtype)
+    return (scale * 2.0 / probs.shape[0]) * lse * probs
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -286,14 +286,27 @@ def _check_experts(x, experts, weights, kept, w_fc, w_proj, b_fc, b_proj, kind) 
 
 def _group_by_expert(experts, kept, E: int):
     """The flat assignments (n k + j) sorted by expert, dropped ones last, and each expert's [start, stop) in that
-    order (host ints: one small transfer)."""
+    order (host ints: one small transfer).
+
+    The same transfer brings back two counts that must be 0: ids outside [0, E), and ids repeated within a row
+    (the experts' sum adds into y[rows] with +=, exact only when one expert sees each token at most once).
+    Either raises ValueError; checking them costs no extra device sync."""
     xp = backend.array_module(experts)
+    out_of_range = ((experts < 0) | (experts >= E)).sum()
+    by_row = xp.sort(experts, axis=1)
+    repeated = (by_row[:, 1:] == by_row[:, :-1]).sum()  # (N, k - 1): equal neighbours once sorted
     key = experts.reshape(-1)
     if kept is not None:
         key = xp.where(kept.reshape(-1), key, E)  # dropped assignments sort after every expert's
     order = xp.argsort(key, kind="stable").astype(np.int64)
     bounds = xp.searchsorted(key[order], xp.arange(E + 1, dtype=key.dtype), side="left")
-    return order, [int(b) for b in backend.to_numpy(bounds)]
+    counts = backend.to_numpy(xp.concatenate([bounds.astype(np.int64),
+                                              xp.stack([out_of_range, repeated]).astype(np.int64)]))
+    n_out, n_repeated = int(counts[E + 1]), int(counts[E + 2])
+    if n_out or n_repeated:
+        raise ValueError(f"moe experts: experts must be distinct ids in [0, E) within each row, got {n_out} id(s) "
+                         f"outside [0, {E}) and {n_repeated} repeat(s) within a row")
+    return order, [int(b) for b in counts[:E + 1]]
 
 
 def _activate(h, kind: str, gelu_approximate: str):
@@ -321,10 +334,13 @@ def moe_experts_forward(x, experts, weights, w_fc, w_proj, b_fc=None, b_proj=Non
     FFN_e(x) = act(x @ w_fc[e] + b_fc[e]) @ w_proj[e] + b_proj[e]   (act: relu, gelu, or SwiGLU on [gate | up]).
     Each expert runs on the rows routed to it alone (gathered, never all N).
 
-    x: (N, C); experts: (N, k) int in [0, E); weights: (N, k); w_fc: (E, C, F'); w_proj: (E, F, C);
+    x: (N, C); experts: (N, k) int in [0, E), distinct within a row (a token's k experts are k different ones;
+    anything else raises ValueError); weights: (N, k); w_fc: (E, C, F'); w_proj: (E, F, C);
     b_fc: (E, F') and b_proj: (E, C), or both None; kept: (N, k) bool or None (all kept)
-    -> y: (N, C), cache.
+    -> y: (N, C), cache. Host experts, weights and kept for device x are moved to x's backend.
     """
+    if getattr(x, "ndim", None) is not None:  # host routing for device activations: moved here (x is checked below)
+        experts, weights, kept = (None if a is None else backend.to_backend_of(a, x) for a in (experts, weights, kept))
     _check_experts(x, experts, weights, kept, w_fc, w_proj, b_fc, b_proj, kind)
     xp = backend.array_module(x)
     N, k = experts.shape
@@ -363,7 +379,7 @@ def moe_experts_backward(dy, cache: ExpertsCache):
         dw_nj = sum_c dy_nc o_c               (the router's weight scales the whole output)
         do = w_nj * dy_n
         dw_proj[e] += a^T do;   db_proj[e] += sum do;   da = do @ w_proj[e]^T
-        dh = act'(da)
+        dh = act'(h) * da                     (SwiGLU: its pair's backward on [gate | up])
         dw_fc[e] += x_n^T dh;   db_fc[e] += sum dh;      dx_n += dh @ w_fc[e]^T
     A dropped assignment (or an expert no token chose) contributes nothing: its dw is 0. dx_n sums over the
     experts of token n.

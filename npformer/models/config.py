@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..config_dicts import checked_fields
+from ..functional.moe import EXPERT_KINDS, ROUTERS
 from .tiers import check_kernels_field
 
 # fields a checkpoint written before they existed may lack (each then takes its default)
@@ -13,8 +14,6 @@ FIELDS_ADDED_LATER = ("kernels", "norm_eps", "window", "n_experts", "top_k", "ex
                       "capacity_factor", "aux_loss_coef", "z_loss_coef")
 
 FFN_KINDS = ("relu", "gelu", "swiglu", "moe")
-EXPERT_KINDS = ("relu", "gelu", "swiglu")
-ROUTERS = ("mixtral", "switch")
 NORMS = ("layernorm", "rmsnorm")
 PLACEMENTS = ("pre", "post")
 POSITIONS = ("learned", "sinusoidal", "rope")

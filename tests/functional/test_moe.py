@@ -256,3 +256,74 @@ def test_experts_keep_the_dtype(xp_backend, dtype):
         F.router_z_loss_backward(1.0, zc)
     for a in (y, aux, z, dlogits) + tuple(g for g in grads if g is not None):
         assert a.dtype == dtype
+
+
+@pytest.mark.parametrize("upstream", [np.float64(1.0), np.asarray(1.0), 1.0], ids=["float64", "0-d", "python"])
+def test_loss_backwards_keep_float32_for_a_float64_upstream(xp_backend, upstream):
+    """GPT.backward(np.float64(1.0)) hands a float64 scalar to both auxiliary losses: their gradients must stay in
+    the logits' float32 (else every block below an MoE layer runs its backward in float64)."""
+    logits = backend.asarray(margin_logits(1, 6, 4).astype(np.float32))
+    _, experts, _ = F.moe_route_forward(logits, 2)
+    _, ac = F.load_balancing_loss_forward(logits, experts)
+    _, zc = F.router_z_loss_forward(logits)
+    d_aux = F.load_balancing_loss_backward(upstream, ac)
+    d_z = F.router_z_loss_backward(upstream, zc)
+    assert d_aux.dtype == np.float32 and d_z.dtype == np.float32
+    # the same values as a float32 upstream gives
+    np.testing.assert_array_equal(backend.to_numpy(d_aux),
+                                  backend.to_numpy(F.load_balancing_loss_backward(np.float32(1.0), ac)))
+    np.testing.assert_array_equal(backend.to_numpy(d_z),
+                                  backend.to_numpy(F.router_z_loss_backward(np.float32(1.0), zc)))
+
+
+def _tiny_experts(E=3, N=4, C=2, Fh=3):
+    rng = np.random.default_rng(0)
+    return (backend.asarray(rng.normal(size=(N, C))), backend.asarray(rng.normal(size=(E, C, Fh))),
+            backend.asarray(rng.normal(size=(E, Fh, C))))
+
+
+@pytest.mark.parametrize("ids, found", [
+    ([[0, 0], [1, 2], [2, 1], [0, 1]], "0 id\\(s\\) outside \\[0, 3\\) and 1 repeat\\(s\\) within a row"),
+    ([[0, 1], [1, 3], [2, 1], [-1, 1]], "2 id\\(s\\) outside \\[0, 3\\) and 0 repeat\\(s\\) within a row"),
+    ([[2, 2], [1, 1], [2, 1], [0, 5]], "1 id\\(s\\) outside \\[0, 3\\) and 2 repeat\\(s\\) within a row"),
+])
+def test_experts_refuse_repeated_or_out_of_range_ids(xp_backend, ids, found):
+    """A repeated id in a row would make y[rows] += ... add one expert's output once, not twice; an id outside
+    [0, E) would be dropped. Both are refused, whether or not capacity kept the assignment."""
+    x, w_fc, w_proj = _tiny_experts()
+    experts = backend.asarray(np.asarray(ids, dtype=np.int64))
+    weights = backend.asarray(np.full((4, 2), 0.5))
+    for kept in (None, backend.asarray(np.ones((4, 2), dtype=bool)), backend.asarray(np.zeros((4, 2), dtype=bool))):
+        with pytest.raises(ValueError, match="moe experts: experts must be distinct ids in \\[0, E\\) within each row"
+                                             ", got " + found):
+            F.moe_experts_forward(x, experts, weights, w_fc, w_proj, kept=kept, kind="relu")
+    # distinct ids in range pass
+    good = backend.asarray(np.asarray([[0, 1], [1, 2], [2, 0], [0, 2]], dtype=np.int64))
+    F.moe_experts_forward(x, good, weights, w_fc, w_proj, kind="relu")
+
+
+def test_host_routing_for_device_activations(xp_backend):
+    """Host (NumPy) experts, weights and kept for device logits / activations are moved to the device, as a host
+    mask is for attention: the same results as device inputs."""
+    x, w_fc, w_proj = _tiny_experts()
+    logits = backend.asarray(margin_logits(3, 4, 3))
+    weights, experts, _ = F.moe_route_forward(logits, 2)
+    kept = F.capacity_keep(experts, 3, 2)
+    aux, _ = F.load_balancing_loss_forward(logits, backend.to_numpy(experts))
+    expected, _ = F.load_balancing_loss_forward(logits, experts)
+    assert backend.to_float(aux) == backend.to_float(expected)
+    y, _ = F.moe_experts_forward(x, backend.to_numpy(experts), backend.to_numpy(weights), w_fc, w_proj,
+                                 kept=backend.to_numpy(kept), kind="gelu")
+    y_device, _ = F.moe_experts_forward(x, experts, weights, w_fc, w_proj, kept=kept, kind="gelu")
+    assert backend.array_module(y) is backend.array_module(x)
+    np.testing.assert_array_equal(backend.to_numpy(y), backend.to_numpy(y_device))
+
+
+def test_capacity_factor_zero_is_no_limit_and_negative_is_refused(xp_backend):
+    assert F.expert_capacity(10, 2, 4, 0) is None and F.expert_capacity(10, 2, 4, 0.0) is None
+    for bad in (-1.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="capacity_factor must be >= 0 or None"):
+            F.expert_capacity(10, 2, 4, bad)
+    # a capacity of 0 (given directly) keeps nothing
+    experts = backend.asarray(np.asarray([[0, 1], [1, 2], [2, 0]], dtype=np.int64))
+    assert not backend.to_numpy(F.capacity_keep(experts, 3, 0)).any()

@@ -242,3 +242,25 @@ def test_caches_are_dropped_and_only_the_outputs_stay():
     assert layer.extra_loss is not None and layer.stats is not None
     with pytest.raises(RuntimeError, match="call loss"):
         model.backward()
+
+
+@pytest.mark.parametrize("dloss", [np.float64(1.0), np.asarray(1.0)], ids=["float64", "0-d"])
+def test_a_float64_upstream_keeps_a_float32_model_in_float32(dloss):
+    """GPT.backward(np.float64(1.0)): the gradient reaching each block below an MoE layer stays float32 (the
+    auxiliary losses' backwards cast the upstream scalar; the parameters' += would hide an upcast, so the blocks'
+    incoming gradients are what is checked)."""
+    config = GPTConfig.preset("moe", vocab_size=7, block_size=4, n_layer=2, n_head=2, n_embd=8, z_loss_coef=0.01)
+    model = GPT(config)
+    assert model.blocks[0].ffn.w_fc.data.dtype == np.float32
+    seen = []
+    for block in model.blocks:
+        def recording(dy, backward=block.backward):
+            seen.append(dy.dtype)
+            dx = backward(dy)
+            seen.append(dx.dtype)
+            return dx
+        block.backward = recording
+    idx, tgt = _batch(config, B=2)
+    model.loss(idx, tgt)
+    model.backward(dloss)
+    assert seen and all(dtype == np.float32 for dtype in seen), seen
