@@ -130,3 +130,13 @@ ATTENTION_BAD_INPUTS = [
     (dict(q=_arr(2, 4, 5, 8), k=_arr(2, 4, 3, 8), v=_arr(2, 4, 3, 8), scale=float("nan")), ValueError,
      r"scale must be finite"),
 ]
+
+
+def interruptible():
+    """A ``preexec_fn`` for a subprocess that a test interrupts with SIGINT (Ctrl-C): the child starts with SIGINT's
+    default action, whatever this process inherited. A shell without job control starts its background jobs with
+    SIGINT ignored, an ignored signal stays ignored across exec, and Python then installs no KeyboardInterrupt
+    handler: the child would never see the test's Ctrl-C (it happened with the suite run from `cmd &`)."""
+    import signal
+
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,6 +16,8 @@ from npformer.models import GPT, GPTConfig
 from npformer.train.checkpoint import save_checkpoint
 from npformer.train.cli import run_script
 
+from .helpers import interruptible
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
         "--eval-iters", "1", "--samples", "0", "--workers", "1"]
@@ -107,7 +109,7 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, files):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "examples/train_char.py"), "--data", str(files["good"]),
                              "--max-iters", "100000", "--eval-interval", "5", "--log-interval", "1",
                              "--out-dir", str(out), *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=interruptible())
     try:
         deadline = time.time() + 60
         while not (out / "ckpt.npz").exists() and time.time() < deadline:  # at least one checkpoint written

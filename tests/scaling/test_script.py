@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from ..helpers import interruptible
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 SCRIPT = os.path.join(ROOT, "examples", "scaling.py")
 TINY = ["--sizes", "1,8,2;1,16,2;2,16,2", "--d-points", "2", "--d-span", "3", "--block-size", "16", "--batch-size",
@@ -62,7 +64,7 @@ def test_ctrl_c_stops_with_checkpoints_and_the_same_command_finishes(tmp_path, c
             "--checkpoint-seconds", "1000", *TINY]
     env = {k: v for k, v in os.environ.items() if k != "NPFORMER_BACKEND"}
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=interruptible())
     seen = ""
     deadline = time.monotonic() + 120
     while "sweep: " not in seen and time.monotonic() < deadline:  # training has started
