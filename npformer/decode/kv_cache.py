@@ -22,6 +22,33 @@ import numpy as np
 from .. import backend
 
 
+def _buffers(who: str, sizes: dict, dtype, xp):
+    """Zeroed key and value buffers of shape ``sizes`` (batch_size, n_kv_head, positions, head_dim), each size
+    checked (a positive integer) and the dtype a float dtype; ``who`` names the cache in errors."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{who}: {name} must be a positive integer, got {value!r}")
+    dtype = np.dtype(dtype or backend.float_dtype())
+    if dtype.kind != "f":
+        raise TypeError(f"{who}: dtype must be a float dtype, got {dtype}")
+    xp = xp or backend.xp()
+    shape = tuple(int(value) for value in sizes.values())
+    return xp.zeros(shape, dtype=dtype), xp.zeros(shape, dtype=dtype)
+
+
+def _check_new(who: str, k, v, cached) -> None:
+    """k, v: this call's keys and values, (B, Hkv, T_new, D) of the cache's B, Hkv, D and dtype."""
+    B, Hkv, _, D = cached.shape
+    for name, a in (("k", k), ("v", v)):
+        shape = tuple(a.shape)
+        if len(shape) != 4 or shape[0] != B or shape[1] != Hkv or shape[3] != D:
+            raise ValueError(f"{who}: {name} must be (B, Hkv, T_new, D) = ({B}, {Hkv}, T_new, {D}), got {shape}")
+        if a.dtype != cached.dtype:
+            raise TypeError(f"{who}: {name} has dtype {a.dtype}, the cache holds {cached.dtype}")
+    if k.shape[2] != v.shape[2]:
+        raise ValueError(f"{who}: k has {k.shape[2]} new positions but v has {v.shape[2]}")
+
+
 class KVCache:
     """Preallocated (B, Hkv, max_len, D) key and value buffers, filled in place from position 0.
 
@@ -30,17 +57,8 @@ class KVCache:
     """
 
     def __init__(self, batch_size: int, n_kv_head: int, max_len: int, head_dim: int, dtype=None, xp=None):
-        for name, value in (("batch_size", batch_size), ("n_kv_head", n_kv_head), ("max_len", max_len),
-                            ("head_dim", head_dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"KVCache: {name} must be a positive integer, got {value!r}")
-        dtype = np.dtype(dtype or backend.float_dtype())
-        if dtype.kind != "f":
-            raise TypeError(f"KVCache: dtype must be a float dtype, got {dtype}")
-        xp = xp or backend.xp()
-        shape = (int(batch_size), int(n_kv_head), int(max_len), int(head_dim))
-        self.k = xp.zeros(shape, dtype=dtype)  # (B, Hkv, max_len, D)
-        self.v = xp.zeros(shape, dtype=dtype)
+        sizes = dict(batch_size=batch_size, n_kv_head=n_kv_head, max_len=max_len, head_dim=head_dim)
+        self.k, self.v = _buffers("KVCache", sizes, dtype, xp)  # (B, Hkv, max_len, D) each
         self.length = 0  # positions filled so far
 
     @property
@@ -58,16 +76,8 @@ class KVCache:
 
     def update(self, k, v):
         """Append k, v (B, Hkv, T_new, D) -> (k_all, v_all), views (B, Hkv, length, D) of everything cached."""
-        B, Hkv, max_len, D = self.k.shape
-        for name, a in (("k", k), ("v", v)):
-            shape = tuple(a.shape)
-            if len(shape) != 4 or shape[0] != B or shape[1] != Hkv or shape[3] != D:
-                raise ValueError(f"KVCache: {name} must be (B, Hkv, T_new, D) = ({B}, {Hkv}, T_new, {D}), "
-                                 f"got {shape}")
-            if a.dtype != self.k.dtype:
-                raise TypeError(f"KVCache: {name} has dtype {a.dtype}, the cache holds {self.k.dtype}")
-        if k.shape[2] != v.shape[2]:
-            raise ValueError(f"KVCache: k has {k.shape[2]} new positions but v has {v.shape[2]}")
+        _check_new("KVCache", k, v, self.k)
+        max_len = self.max_len
         start, end = self.length, self.length + k.shape[2]
         if end > max_len:
             raise ValueError(f"KVCache: {k.shape[2]} new positions after {start} cached ones exceed "
@@ -95,17 +105,8 @@ class RollingKVCache:
     """
 
     def __init__(self, batch_size: int, n_kv_head: int, window: int, head_dim: int, dtype=None, xp=None):
-        for name, value in (("batch_size", batch_size), ("n_kv_head", n_kv_head), ("window", window),
-                            ("head_dim", head_dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"RollingKVCache: {name} must be a positive integer, got {value!r}")
-        dtype = np.dtype(dtype or backend.float_dtype())
-        if dtype.kind != "f":
-            raise TypeError(f"RollingKVCache: dtype must be a float dtype, got {dtype}")
-        xp = xp or backend.xp()
-        shape = (int(batch_size), int(n_kv_head), int(window), int(head_dim))
-        self.k = xp.zeros(shape, dtype=dtype)  # (B, Hkv, W, D): position t lives in slot t % W
-        self.v = xp.zeros(shape, dtype=dtype)
+        sizes = dict(batch_size=batch_size, n_kv_head=n_kv_head, window=window, head_dim=head_dim)
+        self.k, self.v = _buffers("RollingKVCache", sizes, dtype, xp)  # (B, Hkv, W, D): position t in slot t % W
         self.length = 0  # positions seen so far (the next one is position ``length``)
 
     @property
@@ -132,16 +133,8 @@ class RollingKVCache:
 
     def update(self, k, v):
         """Append k, v (B, Hkv, T_new, D) -> (k_all, v_all) (B, Hkv, min(length, W) + T_new, D), oldest first."""
-        B, Hkv, W, D = self.k.shape
-        for name, a in (("k", k), ("v", v)):
-            shape = tuple(a.shape)
-            if len(shape) != 4 or shape[0] != B or shape[1] != Hkv or shape[3] != D:
-                raise ValueError(f"RollingKVCache: {name} must be (B, Hkv, T_new, D) = ({B}, {Hkv}, T_new, {D}), "
-                                 f"got {shape}")
-            if a.dtype != self.k.dtype:
-                raise TypeError(f"RollingKVCache: {name} has dtype {a.dtype}, the cache holds {self.k.dtype}")
-        if k.shape[2] != v.shape[2]:
-            raise ValueError(f"RollingKVCache: k has {k.shape[2]} new positions but v has {v.shape[2]}")
+        _check_new("RollingKVCache", k, v, self.k)
+        W = self.window
         xp = backend.array_module(self.k)
         T_new = k.shape[2]
         # what attention reads: the held positions (a copy: the ring is overwritten below) then the new ones
