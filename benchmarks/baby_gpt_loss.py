@@ -44,6 +44,23 @@ def whole_split_windows(val_ids):
     return val_ids[:w * T].reshape(w, T), val_ids[1:w * T + 1].reshape(w, T)
 
 
+def read_char_corpus(data: str | None):
+    """(path or None, CharTokenizer, train ids, validation ids) of ``data``, else tinyshakespeare from ../shared/data
+    when it is there, else Python standard-library source; the last 10% is the validation split, as in nanoGPT."""
+    from npformer.data import CharTokenizer, train_val_split
+    from npformer.data.corpora import stdlib_corpus
+
+    path = data or (SHAKESPEARE if os.path.exists(SHAKESPEARE) else None)
+    if path:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    else:
+        text = stdlib_corpus()
+    tokenizer = CharTokenizer.from_text(text)
+    train_ids, val_ids = (np.asarray(a) for a in train_val_split(tokenizer.encode(text), val_fraction=0.1))
+    return path, tokenizer, train_ids, val_ids
+
+
 def run_npformer(train_ids, val_ids, vocab: int, seed: int, bias: bool) -> tuple[float, float, float, float]:
     from npformer import backend
     from npformer.data import BatchSampler
@@ -172,17 +189,7 @@ def main() -> None:
     ap.add_argument("--data", help="text file (default: tinyshakespeare from ../shared/data when it is there)")
     args = ap.parse_args()
 
-    from npformer.data import CharTokenizer, train_val_split
-    from npformer.data.corpora import stdlib_corpus
-
-    path = args.data or (SHAKESPEARE if os.path.exists(SHAKESPEARE) else None)
-    if path:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    else:
-        text = stdlib_corpus()
-    tokenizer = CharTokenizer.from_text(text)
-    train_ids, val_ids = (np.asarray(a) for a in train_val_split(tokenizer.encode(text), val_fraction=0.1))
+    path, tokenizer, train_ids, val_ids = read_char_corpus(args.data)
     print(f"data: {path or 'Python standard-library source (no tinyshakespeare here)'}, "
           f"vocabulary {tokenizer.vocab_size} | biases {'off' if args.no_bias else 'on'} | {ITERS} steps")
     print(f"{'framework':<10} {'seed':>6} {'20-batch':>9} {'200-batch':>10} {'whole':>8} {'wall s':>7}")

@@ -32,14 +32,9 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
-B, T, L, H, C = 12, 64, 4, 4, 128
-
-
-def whole_split_windows(val_ids):
-    """Every non-overlapping window of the validation split: inputs and targets, each (W, T)."""
-    w = (len(val_ids) - 1) // T
-    return val_ids[:w * T].reshape(w, T), val_ids[1:w * T + 1].reshape(w, T)
+# the baby GPT's shape, its corpus and its whole-split validation windows: those of baby_gpt_loss.py, beside this
+# script (the dense side of this comparison is that benchmark's model)
+from baby_gpt_loss import B, C, H, L, T, read_char_corpus, whole_split_windows  # noqa: E402
 
 
 def run(kind: str, args, train_ids, val_ids, vocab: int, seed: int) -> dict:
@@ -96,17 +91,7 @@ def main() -> None:
     if args.iters < 1:
         raise ValueError(f"--iters must be >= 1, got {args.iters}")
 
-    from npformer.data import CharTokenizer, train_val_split
-    from npformer.data.corpora import stdlib_corpus
-
-    path = args.data or (SHAKESPEARE if os.path.exists(SHAKESPEARE) else None)
-    if path:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    else:
-        text = stdlib_corpus()
-    tokenizer = CharTokenizer.from_text(text)
-    train_ids, val_ids = (np.asarray(a) for a in train_val_split(tokenizer.encode(text), val_fraction=0.1))
+    path, tokenizer, train_ids, val_ids = read_char_corpus(args.data)
     print(f"data: {path or 'Python standard-library source (no tinyshakespeare here)'}, vocabulary "
           f"{tokenizer.vocab_size} | {args.iters} steps of {B} x {T} | MoE: {args.experts} experts of width {4 * C}, "
           f"top-{args.top_k}, router {args.router}, capacity factor {args.capacity_factor or 'none'}", flush=True)
